@@ -1,0 +1,1839 @@
+"""RD-NAS: Enhancing One-Shot Supernet Ranking Ability via Ranking Distillation from Zero-Cost Proxies.
+
+Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850
+Authors' code: https://github.com/pprp/CVPR2022-NAS-competition-Track1-3th-solution
+
+One readable file, in the paper's order:
+  search space and supernet (NAS-Bench-201, Sec. 3.2)  -> NB201Net, NB201Supernet
+  zero-cost proxies, the teachers (Sec. 2.1, Table 2)   -> PROXIES, concordant_pair_ratio (Eq. 2)
+  margin ranking loss (Sec. 2.2.1, Eq. 3)               -> margin_ranking_loss
+  margin subnet sampler (Sec. 2.2.2, Eq. 4)             -> hamming_distance, group_distance, MarginSubnetSampler
+  one-shot training: SPOS, FairNAS, Sandwich, RD-NAS    -> METHODS, train
+  ranking evaluation and search (Tables 2-4)            -> evaluate_ranking, rank_metrics, search
+
+Run:
+  python rdnas.py --space nb201                       # the paper's NB201 setting (GPU, CIFAR-10)
+  python rdnas.py --preset cpu                        # a few minutes on a laptop (Fashion-MNIST)
+  python rdnas.py --mode proxies --benchmark nb201_cifar10-valid_200ep_train_valid_test.csv
+"""
+import argparse
+import copy
+import csv
+import dataclasses
+import gzip
+import itertools
+import json
+import math
+import os
+import pickle
+import random
+import struct
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class UserError(Exception):
+    """A mistake in the user's input: main() prints it as one line, never as a traceback."""
+
+
+# ---- Config ----
+
+@dataclasses.dataclass
+class Config:
+    space: str = "nb201"            # nb201 | resnet48
+    mode: str = "train"             # what to do, see MODES
+    preset: str = "paper"           # a literal bundle of defaults from PRESETS
+    # search space and supernet
+    ops: str = "nb201"              # nb201: the 5 ops of the paper (15,625 archs); no-none: the 4 ops the authors' code trained
+    C: int = 16                     # NB201 initial channels
+    N: int = 5                      # NB201 cells per stage
+    # data
+    dataset: str = "cifar10"        # cifar10 (NB201 cifar10-valid protocol) | cifar100 | imagenet16-120 | fashion-mnist | synthetic
+    data: str = "data"              # dataset folder
+    resolution: int = 0             # resize images to this side (0 = native)
+    train_subset: int = 0           # use only the first K training images of the (seeded) split (0 = all)
+    valid_subset: int = 0           # rank on only the first K held-out images (0 = all)
+    # optimisation (NB201 weight-sharing settings by default)
+    epochs: int = 250
+    batch_size: int = 64
+    lr: float = 0.025
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    # one-shot method (Sec. 2.2)
+    method: str = "rd"              # spos | fairnas | sandwich | rd
+    sampler: str = "group"          # uniform | hamming | group (RD only; Table 4)
+    teacher: str = "flops"          # any proxy of PROXIES; FLOPs is what the authors' NB201 code used
+    mu: float = -1.0                # margin-sampler threshold; -1 = 6.7 (group) or 4.5 (hamming)
+    candidates: int = 10            # n candidate pairs drawn per try by the margin sampler
+    max_tries: int = 10             # tries before the sampler falls back to the farthest pair seen
+    margin: float = 0.0             # m of Eq. 3 (the authors used 0)
+    rd_weight: float = 1.0          # weight of the ranking term
+    rd_schedule: str = "sin"        # sin: 2 sin(pi*0.8*t/T) (authors' warm-up) | constant
+    rd_detach: bool = False         # stop the ranking gradient through a_j's CE (the authors' one-sided variant)
+    sandwich_random: int = 2        # random subnets per Sandwich step besides largest and smallest
+    # evaluation (Sec. 3.2: 200 random subnets)
+    eval_archs: str = "200"         # number of subnets to rank, or "all"
+    eval_seed: int = 0              # the ranked subnets depend on this only, not on --seed
+    eval_every: int = 0             # evaluate every K epochs (0 = only at the end)
+    eval_batch_size: int = 512
+    bn: str = "train"               # train: batch statistics (authors' code) | recal: running stats recomputed per subnet
+    bn_batches: int = 10            # K training batches for --bn recal
+    benchmark: str = ""             # ground-truth table (CSV); empty = none
+    gt_metric: str = "valid"        # train | valid | test column of the benchmark
+    # zero-cost proxies
+    proxies: str = "flops,params,snip,grasp,synflow,zen,naswot"
+    proxy_batch: int = 64
+    # search (Table 3)
+    search: str = "evolution"       # evolution | random
+    search_by: str = "supernet"     # supernet or any proxy name (zero-shot search)
+    budget: int = 100               # archs evaluated by the search
+    population: int = 20
+    topk: int = 5
+    mutate_prob: float = 0.2
+    ckpt: str = ""                  # checkpoint to load for --mode search / rank (default: <out>/ckpt.pt)
+    report_tables: str = ""         # comma-separated NB201/NATS tables for Table 3 (default: those next to --benchmark)
+    # ground truth building (--mode standalone / build-gt)
+    arch: str = ""                  # arch string for --mode standalone
+    gt_archs: int = 150
+    gt_seeds: int = 2
+    # output
+    out: str = ""                   # run folder: log.jsonl, ckpt.pt, results (empty = runs/<space>-<method>-<seed>)
+    resume: bool = False            # continue the run in --out from its checkpoint
+    runs: str = ""                  # run folders for --mode summarize (glob)
+    log_every: int = 50             # steps between progress lines
+    plot: bool = False              # draw the Fig. 1 curve (needs matplotlib)
+
+
+MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
+
+# Presets: one literal dict per space and setting; explicit flags override them.
+PRESETS = {"nb201": {
+    # NB201 weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config:
+    # SGD nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64) with the 250 epochs of the NB201 paper.
+    "paper": dict(dataset="cifar10", C=16, N=5, epochs=250, batch_size=64, lr=0.025, lr_min=0.001,
+                  eval_archs="200", bn="train"),
+    # A few minutes on 2 CPU cores: the Fashion-MNIST mini-benchmark recipe of results/ (16x16, C=8, N=1).
+    "cpu": dict(dataset="fashion-mnist", data="/usr/share/datasets/fashion-mnist", resolution=16, C=8, N=1,
+                train_subset=10000, valid_subset=2000, epochs=6, batch_size=128, lr=0.05, lr_min=0.0,
+                eval_archs="100", eval_batch_size=1000, proxy_batch=64),
+    # Seconds: the smoke test (synthetic data, tiny net).
+    "tiny": dict(dataset="synthetic", resolution=8, C=4, N=1, train_subset=256, valid_subset=128, epochs=2,
+                 batch_size=32, lr=0.05, lr_min=0.0, eval_archs="20", eval_batch_size=128, proxy_batch=16,
+                 log_every=4, budget=20, population=8, topk=3),
+}}
+
+
+def parse_args(argv=None):
+    """argv -> Config. Precedence: explicit flag > PRESETS[space][preset] > Config defaults."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    choices = {"space": tuple(PRESETS), "mode": MODES, "ops": ("nb201", "no-none"),
+               "dataset": ("cifar10", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
+               "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
+               "rd_schedule": ("sin", "constant"), "bn": ("train", "recal"), "gt_metric": ("train", "valid", "test"),
+               "search": ("evolution", "random")}
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            p.add_argument(flag, type=typ, default=None, choices=choices.get(f.name), help=f"default: {f.default!r}")
+    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    space, preset = args.get("space", Config.space), args.get("preset", Config.preset)
+    if preset not in PRESETS[space]:
+        p.error(f"argument --preset: invalid choice for --space {space}: {preset!r} (choose from {', '.join(PRESETS[space])})")
+    return dataclasses.replace(Config(), **{**PRESETS[space][preset], **args})
+
+
+def resolved_mu(cfg):
+    """The margin-sampler threshold: 6.7 for the group distance (paper, Sec. 3.2), 4.5 for Hamming (authors' code)."""
+    if cfg.mu >= 0:
+        return cfg.mu
+    return {"group": 6.7, "hamming": 4.5}.get(cfg.sampler, 0.0)
+
+
+def get_device(name="auto"):
+    """--device auto picks cuda, then mps, then cpu."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed):
+    """One call seeds python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020) ----
+# A cell is a DAG on 4 nodes; each of its 6 edges i->j carries one of 5 ops, so 5^6 = 15,625 archs.
+# Node j = sum over i<j of op_ij(node i), and the cell returns node 3. An arch is a tuple of 6 op
+# names in arch-string edge order; everything is keyed by the arch string, never by benchmark index.
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # benchmark order
+EDGES = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))                         # arch-string order
+# The paper speaks of all 15,625 archs (5 ops); the authors' code trained without `none` (4,096 archs).
+OP_SETS = {"nb201": OPS, "no-none": OPS[1:]}
+
+
+def arch_to_str(arch):
+    """(o0, ..., o5) -> '|o0~0|+|o1~0|o2~1|+|o3~0|o4~1|o5~2|' (NB201 arch string)."""
+    return "|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|".format(*arch)
+
+
+def str_to_arch(s):
+    """NB201 arch string -> tuple of 6 op names; a malformed string raises UserError saying why."""
+    nodes = s.strip().strip("|").split("|+|") if isinstance(s, str) else []
+    if len(nodes) != 3:
+        raise UserError(f"malformed arch string {s!r}: expected 3 nodes like '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+    arch = []
+    for j, node in enumerate(nodes, start=1):
+        edges = node.split("|")
+        if len(edges) != j:
+            raise UserError(f"malformed arch string {s!r}: node {j} needs {j} inputs, got {len(edges)}")
+        for i, edge in enumerate(edges):
+            op, _, src = edge.partition("~")
+            if op not in OPS:
+                raise UserError(f"unknown op {op!r} in arch string {s!r}; accepted ops: {', '.join(OPS)}")
+            if src != str(i):
+                raise UserError(f"malformed arch string {s!r}: edge {edge!r} should read '{op}~{i}'")
+            arch.append(op)
+    return tuple(arch)
+
+
+def all_archs(ops=OPS):
+    """Every arch of the space, in lexicographic order of op indices (5^6 = 15,625 for the 5 NB201 ops)."""
+    return list(itertools.product(ops, repeat=len(EDGES)))
+
+
+def is_connected(arch):
+    """True if some path of non-`none` edges leads from node 0 to node 3 (else the cell outputs zeros)."""
+    reach = {0}
+    for (i, j), op in zip(EDGES, arch):
+        if op != "none" and i in reach:
+            reach.add(j)
+    return 3 in reach
+
+
+class ReLUConvBN(nn.Sequential):
+    """NB201 `nor_conv_kxk`: ReLU -> Conv(k, stride, pad k//2, no bias) -> BN."""
+
+    def __init__(self, C_in, C_out, k, stride=1, affine=True):
+        super().__init__(nn.ReLU(inplace=False), nn.Conv2d(C_in, C_out, k, stride, k // 2, bias=False),
+                         nn.BatchNorm2d(C_out, affine=affine))
+
+
+class Zero(nn.Module):
+    """NB201 `none`: the edge carries zeros (x * 0, so shapes and devices follow x)."""
+
+    def forward(self, x):
+        return x.mul(0.0)
+
+
+def make_op(name, C, affine=True):
+    """One NB201 candidate operation on C channels, stride 1."""
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(C, C, 1, affine=affine)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(C, C, 3, affine=affine)
+    if name == "avg_pool_3x3":
+        return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    raise UserError(f"unknown op {name!r}; accepted ops: {', '.join(OPS)}")
+
+
+class ResNetBasicBlock(nn.Module):
+    """NB201 reduction block: ReLUConvBN 3x3/2 -> ReLUConvBN 3x3, shortcut AvgPool(2) -> Conv1x1; no ReLU after the add."""
+
+    def __init__(self, C_in, C_out):
+        super().__init__()
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
+
+    def forward(self, x):
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+def cell_forward(x, edge_ops):
+    """Node j = sum_{i<j} op_ij(node i); returns node 3. `edge_ops` are 6 callables in EDGES order."""
+    nodes = [x]
+    for j in (1, 2, 3):
+        first = j * (j - 1) // 2  # index of edge (0, j) in EDGES
+        nodes.append(sum(edge_ops[first + i](nodes[i]) for i in range(j)))
+    return nodes[3]
+
+
+class NB201Macro(nn.Module):
+    """The NB201 macro skeleton: stem -> N cells (C) -> reduce -> N cells (2C) -> reduce -> N cells (4C) -> head.
+
+    Subclasses fill `self.cells`: a ModuleList in which the two reduction blocks sit at positions N and 2N+1.
+    """
+
+    def __init__(self, C, N, num_classes, in_channels, make_cell):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        widths = [C] * N + [2 * C] + [2 * C] * N + [4 * C] + [4 * C] * N
+        reductions = {N, 2 * N + 1}
+        cells, C_prev = [], C
+        for k, C_cur in enumerate(widths):
+            cells.append(ResNetBasicBlock(C_prev, C_cur) if k in reductions else make_cell(C_cur))
+            C_prev = C_cur
+        self.cells = nn.ModuleList(cells)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_prev), nn.ReLU(inplace=False))
+        self.classifier = nn.Linear(C_prev, num_classes)
+
+
+class NB201Cell(nn.Module):
+    def __init__(self, arch, C):
+        super().__init__()
+        self.edges = nn.ModuleList(make_op(op, C) for op in arch)
+
+    def forward(self, x):
+        return cell_forward(x, self.edges)
+
+
+class NB201Net(NB201Macro):
+    """The stand-alone NAS-Bench-201 network of one arch (the benchmark's `infer.tiny`, C=16, N=5)."""
+
+    def __init__(self, arch, C=16, N=5, num_classes=10, in_channels=3):
+        arch = str_to_arch(arch) if isinstance(arch, str) else tuple(arch)
+        super().__init__(C, N, num_classes, in_channels, lambda c: NB201Cell(arch, c))
+        self.arch = arch
+
+    def features(self, x):                                  # x: (B, in_channels, H, W)
+        x = self.stem(x)                                    # (B, C, H, W)
+        for cell in self.cells:
+            x = cell(x)
+        return self.lastact(x)                              # (B, 4C, H/4, W/4)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).mean((2, 3)))  # (B, num_classes)
+
+
+class NB201SuperCell(nn.Module):
+    """Single-path supernet cell: every edge holds all candidate ops; `arch` picks one per edge."""
+
+    def __init__(self, C, ops):
+        # affine=False inside the cell ops: the usual weight-sharing choice, since one learned BN scale
+        # cannot suit every subnet (REFERENCE.md, Sec. 2). Stem, reductions and head stay affine.
+        super().__init__()
+        self.edges = nn.ModuleList(nn.ModuleDict({op: make_op(op, C, affine=False) for op in ops}) for _ in EDGES)
+
+    def forward(self, x, arch):
+        return cell_forward(x, [edge[op] for edge, op in zip(self.edges, arch)])
+
+
+class NB201Supernet(NB201Macro):
+    """SPOS single-path supernet of NB201 (Guo et al., 2020): one arch choice shared by all cells."""
+
+    def __init__(self, C=16, N=5, num_classes=10, in_channels=3, ops=OPS):
+        self.ops = tuple(OP_SETS[ops] if isinstance(ops, str) else ops)
+        super().__init__(C, N, num_classes, in_channels, lambda c: NB201SuperCell(c, self.ops))
+        self.C, self.N, self.num_classes, self.in_channels = C, N, num_classes, in_channels
+
+    def check_arch(self, arch):
+        bad = [op for op in arch if op not in self.ops]
+        if len(arch) != len(EDGES) or bad:
+            raise UserError(f"arch {arch_to_str(arch) if len(arch) == 6 else arch} is not in this supernet's "
+                            f"space; its ops are: {', '.join(self.ops)}")
+
+    def forward(self, x, arch):                             # x: (B, in_channels, H, W)
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x) if isinstance(cell, ResNetBasicBlock) else cell(x, arch)
+        return self.classifier(self.lastact(x).mean((2, 3)))  # (B, num_classes)
+
+    def extract(self, arch):
+        """The stand-alone NB201Net of `arch` holding this supernet's weights (BN without affine -> 1, 0)."""
+        net = NB201Net(arch, self.C, self.N, self.num_classes, self.in_channels).to(self.classifier.weight.device)
+        own = self.state_dict()
+        state = {}
+        for name, value in net.state_dict().items():
+            parts = name.split(".")
+            if parts[0] == "cells" and parts[2] == "edges":  # cells.k.edges.e.<rest> <- cells.k.edges.e.<op>.<rest>
+                src = ".".join(parts[:4] + [arch[int(parts[3])]] + parts[4:])
+            else:
+                src = name
+            if src in own:
+                state[name] = own[src]
+            else:  # affine BN weight/bias that the supernet cell ops do not have
+                state[name] = torch.ones_like(value) if parts[-1] == "weight" else torch.zeros_like(value)
+        net.load_state_dict(state)
+        return net
+
+
+# ---- Data ----
+# Every dataset becomes uint8 tensors held in memory (N, C, H, W) plus int64 labels; batches are cut,
+# normalised and augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
+# Splits follow NB201: cifar10 = `cifar10-valid` (train on 25k of the training set, rank on the other
+# 25k); cifar100 and imagenet16-120 rank on `x-valid`, one half of the official test/val set.
+
+SPLIT_SEED = 777  # fixed: the held-out split never depends on --seed (it is saved in the run folder too)
+
+
+def read_idx(path):
+    """Read an IDX file (MNIST format), gzipped or not -> numpy array."""
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        magic, = struct.unpack(">I", f.read(4))
+        if magic >> 8 != 0x08:
+            raise UserError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
+        dims = struct.unpack(">" + "I" * (magic & 0xFF), f.read(4 * (magic & 0xFF)))
+        return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+
+
+def find_file(folder, names, what):
+    for name in names:
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise UserError(f"{what} not found: looked for {' or '.join(names)} in {folder!r} (set --data)")
+
+
+def load_fashion_mnist(root):
+    """Fashion-MNIST from IDX files (e.g. Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)."""
+    def part(prefix):
+        x = read_idx(find_file(root, [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"], "Fashion-MNIST"))
+        y = read_idx(find_file(root, [f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels-idx1-ubyte"], "Fashion-MNIST"))
+        return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
+    # Train on the 60k training images, rank (and build the ground truth) on the 10k test images.
+    return part("train") + part("t10k")
+
+
+def load_cifar(root, name):
+    """CIFAR-10/100 through torchvision (downloads when missing) -> uint8 tensors."""
+    import torchvision  # imported here: only the CIFAR datasets need it
+    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    try:
+        parts = [cls(root, train=t, download=True) for t in (True, False)]
+    except Exception as e:  # offline or unwritable: say where the files go
+        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        raise UserError(f"{name} is not in {root!r} and could not be downloaded ({type(e).__name__}); "
+                        f"put the extracted {folder}/ folder there and pass --data {root}") from None
+    out = []
+    for d in parts:
+        out += [torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets, dtype=torch.int64)]
+    return out
+
+
+def load_imagenet16(root, classes=120):
+    """ImageNet16-120: the pickled 16x16 batches train_data_batch_1..10 and val_data; first 120 classes."""
+    def part(names):
+        xs, ys = [], []
+        for name in names:
+            with open(find_file(root, [name], "ImageNet16 batch"), "rb") as f:
+                d = pickle.load(f, encoding="latin1")
+            xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 16, 16))
+            ys.append(np.asarray(d["labels"], dtype=np.int64) - 1)  # labels are 1-based
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        keep = y < classes
+        return torch.from_numpy(x[keep]), torch.from_numpy(y[keep])
+    return part([f"train_data_batch_{i}" for i in range(1, 11)]) + part(["val_data"])
+
+
+def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
+    """Deterministic, learnable toy data: each class is a fixed random image pattern plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(classes, 3, side, side, generator=g)
+    def part(n):
+        y = torch.randint(classes, (n,), generator=g)
+        x = 0.6 * templates[y] + 0.4 * torch.rand(n, 3, side, side, generator=g)
+        return (x * 255).to(torch.uint8), y
+    return part(n_train) + part(n_valid)
+
+
+def split_indices(n, seed=SPLIT_SEED):
+    """A seeded random halving of range(n) -> (first half, second half)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n // 2], perm[n // 2:]
+
+
+def load_dataset(cfg):
+    """-> dict(train=(x, y), valid=(x, y), num_classes, in_channels, split) with uint8 images (N, C, H, W)."""
+    name, root = cfg.dataset, cfg.data
+    split = {}
+    if name == "synthetic":
+        xtr, ytr, xva, yva = make_synthetic(side=cfg.resolution or 16)
+    elif name == "fashion-mnist":
+        xtr, ytr, xva, yva = load_fashion_mnist(root)
+    elif name in ("cifar10", "cifar100"):
+        xtr, ytr, xte, yte = load_cifar(root, name)
+        if name == "cifar10":   # cifar10-valid: 25k train / 25k valid out of the training set
+            a, b = split_indices(len(xtr))
+            xtr, ytr, xva, yva = xtr[a], ytr[a], xtr[b], ytr[b]
+        else:                   # cifar100 x-valid: half of the test set
+            a, b = split_indices(len(xte))
+            xva, yva = xte[a], yte[a]
+        split = {"train_or_test_half_a": a.tolist()}
+    elif name == "imagenet16-120":
+        xtr, ytr, xte, yte = load_imagenet16(root)
+        a, _ = split_indices(len(xte))
+        xva, yva, split = xte[a], yte[a], {"val_half_a": a.tolist()}
+    else:
+        raise UserError(f"--dataset {name} is for --space resnet48 only")
+    if cfg.train_subset:
+        xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
+    if cfg.valid_subset:
+        xva, yva = xva[: cfg.valid_subset], yva[: cfg.valid_subset]
+    if cfg.resolution and xtr.shape[-1] != cfg.resolution:
+        xtr, xva = (resize_uint8(x, cfg.resolution) for x in (xtr, xva))
+    num_classes = int(max(ytr.max(), yva.max())) + 1
+    return dict(train=(xtr, ytr), valid=(xva, yva), num_classes=num_classes, in_channels=xtr.shape[1], split=split)
+
+
+def resize_uint8(x, side):
+    """Area-resize a uint8 image tensor (N, C, H, W) to side x side."""
+    return torch.cat([F.interpolate(c.float(), size=(side, side), mode="area").round().clamp(0, 255).to(torch.uint8)
+                      for c in x.split(4096)])
+
+
+class Loader:
+    """Batches from in-memory uint8 images: normalise with the training set's channel statistics, augment."""
+
+    def __init__(self, x, y, batch_size, mean, std, augment=False, shuffle=False, generator=None, drop_last=False):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+        self.augment, self.shuffle, self.generator, self.drop_last = augment, shuffle, generator, drop_last
+
+    def __len__(self):
+        return len(self.x) // self.batch_size if self.drop_last else math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for k in range(len(self)):
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            x = (self.x[idx].float() / 255 - self.mean) / self.std   # (B, C, H, W)
+            if self.augment:
+                x = self.random_crop_flip(x)
+            yield x, self.y[idx]
+
+    def random_crop_flip(self, x, pad=4):
+        B, C, H, W = x.shape
+        g = self.generator
+        padded = F.pad(x, (pad, pad, pad, pad))                      # (B, C, H+2p, W+2p), zero padding
+        dy, dx = torch.randint(2 * pad + 1, (2, B), generator=g)
+        rows = (dy[:, None] + torch.arange(H))[:, None, :, None]     # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(W))[:, None, None, :]     # (B, 1, 1, W)
+        x = padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None], rows, cols]
+        flip = torch.rand(B, generator=g) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def make_loaders(data, cfg, generator, augment=None):
+    """Training loader (shuffled, augmented unless synthetic/gray) and held-out loader (fixed order)."""
+    xtr, ytr = data["train"]
+    pixels = xtr[:10000].float() / 255
+    mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3)).clamp_min(1e-3)
+    augment = (cfg.dataset in ("cifar10", "cifar100", "imagenet16-120")) if augment is None else augment
+    train = Loader(xtr, ytr, cfg.batch_size, mean, std, augment, shuffle=True, generator=generator, drop_last=True)
+    valid = Loader(*data["valid"], cfg.eval_batch_size, mean, std)
+    return train, valid
+
+
+# ---- Ranking metrics (Sec. 2.1 and 3.2) ----
+
+def concordant_pair_ratio(pred, true):
+    """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
+
+    (The authors' public code compared a list with itself and always got 1.0: Table 2's 100.0 rows.)
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    n, concordant = len(pred), 0
+    for start in range(0, n, 2048):  # row blocks keep memory at O(2048 * n) for the 15,625-arch space
+        block = slice(start, min(n, start + 2048))
+        prod = (true[block, None] - true[None, :]) * (pred[block, None] - pred[None, :])   # (b, n)
+        upper = np.arange(block.start, block.stop)[:, None] < np.arange(n)[None, :]        # only pairs i < j
+        concordant += int(np.count_nonzero((prod > 0) & upper))
+    return concordant / (n * (n - 1) / 2)
+
+
+def precision_at_top(pred, true, fraction=0.1):
+    """P@top-k: the share of the true top-k archs found in the predicted top-k (k = fraction * n)."""
+    k = max(1, int(round(fraction * len(pred))))
+    top_pred = set(np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")[:k])
+    top_true = set(np.argsort(-np.asarray(true, dtype=np.float64), kind="stable")[:k])
+    return len(top_pred & top_true) / k
+
+
+def rank_metrics(pred, true):
+    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
+    from scipy import stats  # imported here so `import rdnas` stays light
+    pred = np.nan_to_num(np.asarray(pred, dtype=np.float64), nan=-np.inf, posinf=np.finfo(np.float64).max)
+    pred = np.where(np.isneginf(pred), np.finfo(np.float64).min, pred)  # -inf (degenerate) ranks last
+    true = np.asarray(true, dtype=np.float64)
+    if len(pred) < 2 or len(pred) != len(true):
+        raise UserError(f"rank_metrics needs two equal-length lists of at least 2 scores, got {len(pred)} and {len(true)}")
+    def safe(x):
+        return float(x) if np.isfinite(x) else 0.0  # a constant prediction has no correlation, not NaN
+    with np.errstate(all="ignore"):
+        tau = safe(stats.kendalltau(pred, true).statistic)
+        r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
+        rho = safe(stats.spearmanr(pred, true).statistic)
+    return dict(tau=tau, r=r, rho=rho, cpr=concordant_pair_ratio(pred, true), p_top10=precision_at_top(pred, true))
+
+
+def format_metrics(m):
+    return "  ".join(f"{k}={100 * v:6.2f}" for k, v in m.items())
+
+
+# ---- Ground truth: NAS-Bench-201 tables ----
+# Layouts read (see ../shared/data/SOURCES.md), all keyed by arch string:
+#   per-dataset NB201 table: `arch str,...,train accuracy,validation accuracy,test accuracy`
+#   NATS-Bench 3-dataset test table: `CIFAR10TestAccuracy200Epochs,...,ArchitectureString`
+#   plain table (ours, e.g. results/): `arch,accuracy`, plus any extra columns
+NATS_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs", "cifar100": "CIFAR100TestAccuracy200Epochs",
+                "imagenet16-120": "ImageNetTestAccuracy200Epochs"}
+NB201_COLUMNS = {"train": "train accuracy", "valid": "validation accuracy", "test": "test accuracy"}
+NB201_FILE_DATASETS = {"cifar10-valid": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16-120"}
+
+
+def load_benchmark(path, dataset="cifar10", metric="valid"):
+    """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if "arch str" in header:
+            base = os.path.basename(path)
+            for tag, ds in NB201_FILE_DATASETS.items():   # nb201_<dataset>_... names say which dataset they hold
+                if base.startswith(f"nb201_{tag}_") and ds != dataset:
+                    raise UserError(f"{base} holds {tag} accuracies but --dataset is {dataset}")
+            arch_col, acc_col = "arch str", NB201_COLUMNS[metric]
+        elif "ArchitectureString" in header:
+            if metric != "test" or dataset not in NATS_COLUMNS:
+                raise UserError(f"{os.path.basename(path)} has only test accuracies of cifar10, cifar100, "
+                                f"imagenet16-120; use --gt-metric test and one of those datasets")
+            arch_col, acc_col = "ArchitectureString", NATS_COLUMNS[dataset]
+        elif "arch" in header and "accuracy" in header:
+            arch_col, acc_col = "arch", "accuracy"
+        else:
+            raise UserError(f"{path}: unknown table layout {header[:4]}...; accepted: NB201 'arch str,...,validation "
+                            f"accuracy', NATS 'CIFAR10TestAccuracy200Epochs,...,ArchitectureString', or 'arch,accuracy'")
+        table = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[arch_to_str(str_to_arch(row[arch_col]))] = float(row[acc_col])
+            except (UserError, ValueError, TypeError) as e:
+                raise UserError(f"{path}:{line}: {e}") from None
+    if not table:
+        raise UserError(f"{path} has no rows")
+    return table
+
+
+def lookup(table, arch, path="the benchmark"):
+    key = arch_to_str(arch)
+    if key not in table:
+        raise UserError(f"{path} has no entry for arch {key} ({len(table)} archs in the table)")
+    return table[key]
+
+
+def export_benchmark(api, out_dir, hp="200"):
+    """Write the per-dataset CSVs that load_benchmark reads from an official API object.
+
+    `api` is nats_bench.create(path, 'tss') or nas_201_api.NASBench201API(path). hp='200' and the
+    mean over seeds (is_random=False) are the figures papers quote; the API's default hp='12' is not.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for tag in NB201_FILE_DATASETS:  # get_more_info: valid = x-valid; test = ori-test (cifar10-valid) or x-test
+        path = os.path.join(out_dir, f"nb201_{tag}_{hp}ep_train_valid_test.csv")
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file id", "arch str", "cfg name", "C", "N"] + list(NB201_COLUMNS.values()))
+            for index in range(len(api)):
+                info = api.get_more_info(index, tag, hp=hp, is_random=False)
+                w.writerow([index, arch_to_str(str_to_arch(api.arch(index))), "infer.tiny", 16, 5,
+                            info["train-accuracy"], info["valid-accuracy"], info["test-accuracy"]])
+        written.append(path)
+    return written
+
+
+# ---- Zero-cost proxies: the teachers (Sec. 2.1, Table 2, Fig. 1) ----
+# Each proxy is fn(net, inputs, targets) -> float, larger = predicted better. A proxy works on a private
+# copy of the network, so the caller's weights, buffers, mode and input are never touched.
+
+def conv_linear_weights(net):
+    return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def count_cost(net, input_shape):
+    """(MFLOPs, Mparams): multiply-adds of conv and linear layers for one image, NB201's convention."""
+    macs = []
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
+        else:
+            macs.append(m.in_features * m.out_features)
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            p = next(net.parameters())
+            net(torch.zeros((1,) + tuple(input_shape), device=p.device, dtype=p.dtype))
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    return sum(macs) / 1e6, sum(q.numel() for q in net.parameters()) / 1e6
+
+
+def flops(net, inputs, targets):
+    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds."""
+    return count_cost(net, inputs.shape[1:])[0]
+
+
+def params(net, inputs, targets):
+    """Params (ref. [2]): number of parameters of the stand-alone net, in millions."""
+    return sum(p.numel() for p in net.parameters()) / 1e6
+
+
+def snip(net, inputs, targets):
+    """SNIP (Lee et al., ICLR 2019; as a proxy in ref. [2]): sum over conv/linear weights of |dL/dw * w|."""
+    net = copy.deepcopy(net).train()
+    ws = conv_linear_weights(net)
+    loss = F.cross_entropy(net(inputs), targets)
+    grads = torch.autograd.grad(loss, ws, allow_unused=True)
+    return float(sum((g * w.detach()).abs().sum() for g, w in zip(grads, ws) if g is not None))
+
+
+def grasp(net, inputs, targets):
+    """GraSP (Wang et al., ICLR 2020; ref. [2]): -sum(w * Hg), the Hessian-gradient product by double backward."""
+    net = copy.deepcopy(net).train()
+    ws = conv_linear_weights(net)
+    loss = F.cross_entropy(net(inputs), targets)
+    g = torch.autograd.grad(loss, ws, create_graph=True, allow_unused=True)
+    used = [(w, gi) for w, gi in zip(ws, g) if gi is not None and gi.requires_grad]
+    if not used:
+        return 0.0
+    z = sum((gi * gi.detach()).sum() for _, gi in used)          # g(w) . g_fixed, so dz/dw = H g
+    hg = torch.autograd.grad(z, [w for w, _ in used], allow_unused=True)
+    return float(-sum((w.detach() * h).sum() for (w, _), h in zip(used, hg) if h is not None))
+
+
+def synflow(net, inputs, targets):
+    """Synflow (Tanaka et al., NeurIPS 2020; ref. [2]): R = sum f_|w|(1), score = sum |w * dR/dw| (data-free).
+
+    |w| for every parameter, BN as identity, float64, an all-ones input of batch 1. Values reach 1e40+.
+    """
+    net = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):  # identity: eval mode with mean 0, var 1, eps 0, scale 1, shift 0
+                m.running_mean.zero_(), m.running_var.fill_(1.0)
+                m.eps = 0.0
+                if m.affine:
+                    m.weight.fill_(1.0), m.bias.zero_()
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.abs_()
+                if m.bias is not None:
+                    m.bias.abs_()
+    ws = conv_linear_weights(net)
+    R = net(torch.ones((1,) + tuple(inputs.shape[1:]), dtype=torch.float64, device=inputs.device)).sum()
+    grads = torch.autograd.grad(R, ws, allow_unused=True)
+    return float(sum((w.detach() * g).abs().sum() for w, g in zip(ws, grads) if g is not None))
+
+
+def zen(net, inputs, targets, gamma=1e-2):
+    """Zen-score (Lin et al., ICCV 2021, ref. [3]) (data-free):
+    log E ||f(x) - f(x + gamma*eps)||_1 + sum over BN of log sqrt(mean sigma^2), with w ~ N(0, 1), BN in train mode.
+
+    f is the pre-pooling feature map; sigma^2 is each BN layer's batch variance on x (its running
+    variance with momentum 1), the scale that BN divided out.
+    """
+    net = copy.deepcopy(net).train()
+    g = torch.Generator(device=inputs.device).manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.normal_(generator=g)
+                if m.bias is not None:
+                    m.bias.zero_()
+        x = torch.randn(inputs.shape, generator=g, device=inputs.device)
+        x2 = x + gamma * torch.randn(inputs.shape, generator=g, device=inputs.device)
+        variances = []
+        hooks = [m.register_forward_hook(lambda m, i, o: variances.append(i[0].var((0, 2, 3), unbiased=False).mean()))
+                 for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+        f1 = net.features(x)                                     # (B, C', H', W')
+        for h in hooks:
+            h.remove()
+        f2 = net.features(x2)
+        delta = (f1 - f2).abs().sum((1, 2, 3)).mean()
+        score = torch.log(delta) + sum(torch.log(v.sqrt()) for v in variances)
+    score = float(score)
+    return score if math.isfinite(score) else -math.inf
+
+
+def naswot(net, inputs, targets):
+    """NASWOT (Mellor et al., ICML 2021, ref. [4]): slogdet of K = sum over ReLUs of c c^T + (1-c)(1-c)^T.
+
+    c is the binary activation code of each ReLU's input over the batch. Only nn.ReLU modules are hooked
+    (not wrappers that contain one), and only forward passes are needed. Singular K -> -inf.
+    """
+    net = copy.deepcopy(net).train()
+    B = inputs.shape[0]
+    K = torch.zeros(B, B, dtype=torch.float64, device=inputs.device)
+    def hook(m, inp, out):
+        c = (inp[0].reshape(B, -1) > 0).float()                 # (B, D) binary code
+        K.add_((c @ c.T + (1 - c) @ (1 - c).T).double())         # (B, B); counts < 2^24 are exact in float32
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if type(m) is nn.ReLU]
+    with torch.no_grad():
+        net(inputs)
+    for h in hooks:
+        h.remove()
+    sign, logdet = torch.linalg.slogdet(K)
+    return float(logdet) if sign > 0 else -math.inf
+
+
+PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen, "naswot": naswot}
+DATA_FREE = ("flops", "params", "synflow", "zen")
+
+
+def parse_proxies(names):
+    names = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
+    bad = [n for n in names if n not in PROXIES]
+    if bad or not names:
+        raise UserError(f"unknown proxy {', '.join(bad) or '(none given)'}; valid names: {', '.join(PROXIES)}")
+    return names
+
+
+_COST_TABLES = {}
+
+
+def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32):
+    """Per-op cost tables for NB201 archs: an arch's FLOPs/params = base + sum over its 6 edges of cost(op).
+
+    Every edge of a cell sees the same shape, so the cost of an op does not depend on its edge; the table
+    comes from counting 6 real networks once (all-`none`, then all-op for each op).
+    """
+    key = (C, N, num_classes, in_channels, resolution)
+    if key not in _COST_TABLES:
+        shape = (in_channels, resolution, resolution)
+        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape)
+        per_op = {}
+        for op in OPS:
+            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape)
+            per_op[op] = tuple((f - b) / 6 for f, b in zip(full, base))
+        _COST_TABLES[key] = (base, per_op)
+    return _COST_TABLES[key]
+
+
+def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32):
+    """(MFLOPs, Mparams) of an NB201 arch from the per-op tables, without building its network."""
+    base, per_op = cost_table(C, N, num_classes, in_channels, resolution)
+    return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
+
+
+class Teacher:
+    """The zero-cost teacher of RD-NAS (Sec. 2.2): a proxy score per arch, computed once and cached.
+
+    FLOPs and params come from the per-op cost tables; the other proxies score a fresh stand-alone
+    network (initialised from a fixed seed) on one fixed batch. `path` keeps the cache across runs.
+    """
+
+    def __init__(self, proxy, net_kwargs, batch, path=None, seed=0):
+        self.proxy, self.net_kwargs, self.batch, self.path, self.seed = parse_proxies([proxy])[0], net_kwargs, batch, path, seed
+        self.cache, self.computed = {}, 0
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.cache = {k: float(v) for k, v in json.load(f).items()}
+
+    def __call__(self, arch):
+        key = arch_to_str(arch)
+        if key not in self.cache:
+            self.cache[key] = score_arch(self.proxy, arch, self.net_kwargs, self.batch, self.seed)
+            self.computed += 1
+        return self.cache[key]
+
+    def save(self):
+        if self.path:
+            atomic_write_text(self.path, json.dumps(self.cache))
+
+
+def score_arch(proxy, arch, net_kwargs, batch, seed=0):
+    """One proxy score of one NB201 arch (larger = better); -inf for degenerate nets, never NaN."""
+    if proxy in ("flops", "params"):
+        return arch_cost(arch, **net_kwargs)[0 if proxy == "flops" else 1]
+    inputs, targets = batch
+    res = net_kwargs.get("resolution", inputs.shape[-1])
+    kw = {k: v for k, v in net_kwargs.items() if k != "resolution"}
+    with torch.random.fork_rng(devices=[inputs.device] if inputs.is_cuda else []):
+        torch.manual_seed(seed)                                 # the same initial weights for an arch, every time
+        net = NB201Net(arch, **kw).to(inputs.device)
+    if inputs.shape[-1] != res:
+        raise UserError(f"proxy batch is {inputs.shape[-1]}px but the net expects {res}px")
+    score = PROXIES[proxy](net, inputs, targets)
+    return score if math.isfinite(score) or score == -math.inf else -math.inf
+
+
+def atomic_write_text(path, text):
+    """Write a file so that a killed process leaves either the old or the new version, never half of one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---- Margin subnet sampler: Hamming and Group distances (Sec. 2.2.2, Eq. 4) ----
+
+# Eq. 4 groups the candidate ops into those with parameters and those without (`none` included; the
+# authors' code had no `none` op and so no group for it).
+OP_GROUPS = {"nor_conv_1x1": "with-params", "nor_conv_3x3": "with-params",
+             "none": "param-free", "skip_connect": "param-free", "avg_pool_3x3": "param-free"}
+
+
+def hamming_distance(a, b):
+    """f_h: the number of edges whose ops differ."""
+    return sum(x != y for x, y in zip(a, b))
+
+
+def group_distance(a, b):
+    """f_g, Eq. 4: per edge k, 0 if the ops agree, 0.5 * f_h^k within a group, 2 * f_h^k across groups."""
+    return sum(0.0 if x == y else (0.5 if OP_GROUPS[x] == OP_GROUPS[y] else 2.0) for x, y in zip(a, b))
+
+
+DISTANCES = {"hamming": hamming_distance, "group": group_distance}
+
+
+class MarginSubnetSampler:
+    """MSS, Sec. 2.2.2: draw n random pairs, keep {(a_i, a_j) | f(a_i, a_j) > mu}, train on one kept pair.
+
+    The authors' code resampled until a pair qualified, without bound; here at most `max_tries` rounds of
+    n pairs are drawn, and if none qualifies the farthest pair seen is used and counted in `fallbacks`.
+    `distance=None` gives plain random pairs (Table 4's "RD" row). `histogram` counts the distances of
+    the returned pairs (reset by the caller each epoch).
+    """
+
+    def __init__(self, sample_arch, distance=None, mu=0.0, n=10, max_tries=10, rng=None):
+        self.sample_arch, self.distance, self.mu, self.n, self.max_tries = sample_arch, distance, mu, n, max_tries
+        self.rng = rng or random.Random(0)
+        self.fallbacks, self.histogram = 0, Counter()
+
+    def __call__(self):
+        if self.distance is None:
+            a, b = self.sample_arch(), self.sample_arch()
+            self.histogram[hamming_distance(a, b)] += 1
+            return a, b
+        farthest = None
+        for _ in range(self.max_tries):
+            pairs = [(self.sample_arch(), self.sample_arch()) for _ in range(self.n)]
+            scored = [(self.distance(a, b), a, b) for a, b in pairs]
+            kept = [p for p in scored if p[0] > self.mu]
+            if kept:
+                d, a, b = kept[self.rng.randrange(len(kept))]
+                break
+            best = max(scored, key=lambda p: p[0])
+            farthest = best if farthest is None or best[0] > farthest[0] else farthest
+        else:
+            d, a, b = farthest
+            self.fallbacks += 1
+        self.histogram[d] += 1
+        return a, b
+
+
+# ---- Margin ranking loss (Sec. 2.2.1, Eq. 3) ----
+
+def margin_ranking_loss(ce_i, ce_j, score_i, score_j, margin=0.0):
+    """Eq. 3: L_rd = max[0, m - (L_ce(a_i) - L_ce(a_j))] for a pair where the teacher ranks a_j above a_i.
+
+    score_* are the teacher's values (larger = better); for each pair the order is taken from them, so
+    the subnet the teacher prefers must have the lower cross-entropy by `margin`. Teacher ties give 0.
+    Returns the mean over the pairs. Equals nn.MarginRankingLoss(margin)(ce_i, ce_j, sign(s_j - s_i)).
+    """
+    ce_i, ce_j = torch.as_tensor(ce_i), torch.as_tensor(ce_j)
+    y = torch.sign(torch.as_tensor(score_j, dtype=ce_i.dtype, device=ce_i.device)
+                   - torch.as_tensor(score_i, dtype=ce_i.dtype, device=ce_i.device))   # +1: a_j preferred
+    loss = torch.clamp_min(margin - y * (ce_i - ce_j), 0.0)
+    return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
+
+
+def rd_lambda(epoch, epochs, schedule="sin"):
+    """Weight of the ranking term: the authors' warm-up 2 sin(pi * 0.8 * t / T) (starts at 0), or constant 1."""
+    return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
+
+
+# ---- One-shot training: SPOS, FairNAS, Sandwich and RD-NAS (Sec. 2.2, Tables 2 and 4) ----
+# Each method is one function step(net, x, y, ctx) that runs forward and backward for one batch and
+# returns {loss, correct, ...}; the loop around it zeroes, clips and steps the optimizer.
+
+# Sandwich needs a largest and a smallest subnet. NB201 subnets differ in ops, not widths: the largest
+# has nor_conv_3x3 on every edge (most parameters and FLOPs); among the parameter-free archs the
+# smallest is taken to be all skip_connect, the cheapest arch that still carries signal (all-`none`
+# outputs a constant, and a constant cannot be distilled into).
+LARGEST_NB201, SMALLEST_NB201 = ("nor_conv_3x3",) * 6, ("skip_connect",) * 6
+
+
+@dataclasses.dataclass
+class StepContext:
+    cfg: Config
+    ops: tuple
+    rng: random.Random                       # every random choice of subnets; saved in the checkpoint
+    sampler: MarginSubnetSampler = None      # RD only
+    teacher: Teacher = None                  # RD only
+    epoch: int = 0
+    last_archs: list = None                  # the subnets trained in the last step (tests and logs)
+
+    def sample_arch(self):
+        return tuple(self.rng.choice(self.ops) for _ in EDGES)
+
+
+def cross_entropy_step(net, x, y, arch):
+    logits = net(x, arch)                                    # (B, classes)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    return loss.item(), (logits.argmax(1) == y).sum().item(), logits
+
+
+def spos_step(net, x, y, ctx):
+    """SPOS (Guo et al., ECCV 2020, ref. [1]): one uniformly sampled single path per step."""
+    arch = ctx.sample_arch()
+    loss, correct, _ = cross_entropy_step(net, x, y, arch)
+    ctx.last_archs = [arch]
+    return dict(loss=loss, correct=correct)
+
+
+def fairnas_step(net, x, y, ctx):
+    """FairNAS (Chu et al., 2019, ref. [16]): strict fairness. A random permutation of the ops on every edge
+    gives |ops| subnets that together use each op on each edge exactly once; their gradients are summed
+    (backward one at a time, which saves memory) before a single optimizer step."""
+    perms = [ctx.rng.sample(ctx.ops, len(ctx.ops)) for _ in EDGES]
+    archs = [tuple(perm[k] for perm in perms) for k in range(len(ctx.ops))]
+    losses, correct = [], 0
+    for arch in archs:
+        loss, c, _ = cross_entropy_step(net, x, y, arch)
+        losses.append(loss)
+        correct = correct or c                                # accuracy of the first subnet
+    ctx.last_archs = archs
+    return dict(loss=sum(losses) / len(losses), correct=correct)
+
+
+def sandwich_step(net, x, y, ctx):
+    """Sandwich rule (Yu & Huang, AutoSlim, ref. [15]): the largest subnet learns from the labels; the
+    smallest and `sandwich_random` random subnets learn from the largest one's soft predictions
+    (in-place distillation, KL divergence)."""
+    loss, correct, logits = cross_entropy_step(net, x, y, LARGEST_NB201)
+    soft = logits.detach().softmax(1)                        # (B, classes) teacher = largest subnet
+    archs = [LARGEST_NB201, SMALLEST_NB201] + [ctx.sample_arch() for _ in range(ctx.cfg.sandwich_random)]
+    for arch in archs[1:]:
+        kd = F.kl_div(net(x, arch).log_softmax(1), soft, reduction="batchmean")
+        kd.backward()
+    ctx.last_archs = archs
+    return dict(loss=loss, correct=correct)
+
+
+def rd_step(net, x, y, ctx):
+    """RD-NAS (Sec. 2.2): a pair from the margin subnet sampler, both CE losses, plus the ranking term of Eq. 3
+    with the zero-cost teacher's order: L = L_ce(a_i) + L_ce(a_j) + lambda(t) * w * L_rd(a_i, a_j)."""
+    cfg = ctx.cfg
+    a_i, a_j = ctx.sampler()
+    out_i, out_j = net(x, a_i), net(x, a_j)                  # (B, classes) each
+    ce_i, ce_j = F.cross_entropy(out_i, y), F.cross_entropy(out_j, y)
+    s_i, s_j = ctx.teacher(a_i), ctx.teacher(a_j)
+    rank_i, rank_j = ce_i, ce_j
+    if cfg.rd_detach:  # authors' one-sided gradient (our reading): only the teacher-preferred subnet is pulled
+        rank_i, rank_j = (ce_i.detach(), ce_j) if s_j > s_i else (ce_i, ce_j.detach())
+    rank = margin_ranking_loss(rank_i, rank_j, s_i, s_j, cfg.margin)
+    lam = cfg.rd_weight * rd_lambda(ctx.epoch, cfg.epochs, cfg.rd_schedule)
+    (ce_i + ce_j + lam * rank).backward()
+    ctx.last_archs = [a_i, a_j]
+    return dict(loss=(ce_i.item() + ce_j.item()) / 2, correct=(out_i.argmax(1) == y).sum().item(), rank=rank.item())
+
+
+METHODS = {"spos": spos_step, "fairnas": fairnas_step, "sandwich": sandwich_step, "rd": rd_step}
+
+
+def cosine_lr(cfg, step, total_steps):
+    """Cosine annealing from --lr to --lr-min over the whole run, computed per step (nothing to checkpoint)."""
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / max(1, total_steps)))
+
+
+def make_sampler(cfg, ctx):
+    if cfg.method != "rd":
+        return None
+    distance = DISTANCES.get(cfg.sampler)                    # None for --sampler uniform
+    return MarginSubnetSampler(ctx.sample_arch, distance, resolved_mu(cfg), cfg.candidates, cfg.max_tries, ctx.rng)
+
+
+# ---- Ranking evaluation (Sec. 3.2: 200 random subnets, tau / r / rho / CPR) ----
+
+def recalibrate_bn(net, arch, loader, batches):
+    """--bn recal: reset every BN's running statistics and re-estimate them on K training batches for `arch`."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                                    # cumulative average over the K batches
+    net.train()
+    with torch.no_grad():
+        for k, (x, _) in enumerate(loader):
+            if k == batches:
+                break
+            net(x.to(net.classifier.weight.device), arch)
+    for m in bns:
+        m.momentum = 0.1
+
+
+def subnet_accuracy(net, arch, loader, bn="train", recal_loader=None, bn_batches=10):
+    """Top-1 accuracy (%) of one subnet on the held-out loader, with an explicit BN policy."""
+    if bn == "recal":
+        recalibrate_bn(net, arch, recal_loader, bn_batches)
+        net.eval()
+    else:
+        net.train()   # batch statistics, as the authors' code evaluated
+    device, correct, total = net.classifier.weight.device, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (net(x.to(device), arch).argmax(1).cpu() == y).sum().item()
+            total += len(y)
+    return 100.0 * correct / total
+
+
+def eval_pool(ops, table=None):
+    """The archs a ranking may sample: the space, restricted to the benchmark's archs when one is given."""
+    archs = all_archs(ops)
+    if table is not None:
+        archs = [a for a in archs if arch_to_str(a) in table]
+        if len(archs) < 2:
+            raise UserError(f"the benchmark holds fewer than 2 archs of this space (ops: {', '.join(ops)})")
+    return archs
+
+
+def sample_eval_archs(ops, n, seed, table=None):
+    """--eval-archs subnets drawn with the evaluation seed only, so every run and method ranks the same ones."""
+    pool = eval_pool(ops, table)
+    if n == "all":
+        return pool
+    try:
+        n = int(n)
+    except ValueError:
+        raise UserError(f"--eval-archs takes a number or 'all', got {n!r}") from None
+    return random.Random(seed).sample(pool, min(n, len(pool)))
+
+
+def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None):
+    """Rank `archs` by supernet accuracy; with a ground-truth table, return rank_metrics against it."""
+    accs = [subnet_accuracy(net, a, valid_loader, cfg.bn, recal_loader(), cfg.bn_batches) if recal_loader
+            else subnet_accuracy(net, a, valid_loader, cfg.bn) for a in archs]
+    record = dict(archs=[arch_to_str(a) for a in archs], supernet_acc=accs)
+    if table is not None:
+        gt = [lookup(table, a) for a in archs]
+        record.update(gt=gt, metrics=rank_metrics(accs, gt))
+    return record
+
+
+# ---- Runs: folders, logs, checkpoints ----
+
+# Config fields a resumed run may change; every other field must match the checkpoint.
+RESUME_FREE = {"resume", "out", "device", "log_every", "plot", "data", "eval_every", "eval_batch_size", "mode",
+               "runs", "ckpt"}
+
+
+def run_dir(cfg):
+    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{cfg.method}-{cfg.sampler}-seed{cfg.seed}")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def log_json(out, record):
+    """Append one JSON line to <out>/log.jsonl and flush it (the machine-readable twin of the printed lines)."""
+    with open(os.path.join(out, "log.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_checkpoint(path, **state):
+    """One dict {model, optimizer, config, epoch, rng, ...}, written to a temporary file and renamed."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, cfg=None):
+    """Load a checkpoint; a corrupt file or one made with a different config is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path!r} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ckpt["config"]
+    except Exception as e:
+        raise UserError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): {type(e).__name__}: {e}") from None
+    if cfg is not None:
+        diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in dataclasses.asdict(cfg).items()
+                if k not in RESUME_FREE and saved.get(k) != v]
+        if diff:
+            raise UserError(f"checkpoint {path} was made with a different config: {', '.join(diff)}")
+    return ckpt
+
+
+def fixed_batch(data, cfg, device, mean_std):
+    """One seeded, normalised batch of training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
+    xtr, ytr = data["train"]
+    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.eval_seed))[: cfg.proxy_batch]
+    mean, std = mean_std
+    x = (xtr[idx].float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return x.to(device), ytr[idx].to(device)
+
+
+def net_kwargs(cfg, data):
+    return dict(C=cfg.C, N=cfg.N, num_classes=data["num_classes"], in_channels=data["in_channels"],
+                resolution=data["train"][0].shape[-1])
+
+
+def ground_truth(cfg):
+    """The benchmark table named by --benchmark (or the dataset's default), or None."""
+    path = cfg.benchmark or default_benchmark(cfg)
+    if not path or path == "none":
+        return None, None
+    return load_benchmark(path, cfg.dataset, cfg.gt_metric), path
+
+
+def default_benchmark(cfg):
+    """Our own Fashion-MNIST ground truth (results/), when the run uses the recipe it was built with."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fmnist_gt.csv")
+    recipe = dict(dataset="fashion-mnist", resolution=16, C=8, N=1)
+    if os.path.exists(path) and all(getattr(cfg, k) == v for k, v in recipe.items()):
+        return path
+    return ""
+
+
+def format_eta(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+# ---- Training loop ----
+
+def train(cfg):
+    """Train a supernet with --method, rank --eval-archs subnets every --eval-every epochs, checkpoint each epoch."""
+    out, device = run_dir(cfg), get_device(cfg.device)
+    ckpt_path = os.path.join(out, "ckpt.pt")
+    if os.path.exists(ckpt_path) and not cfg.resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    seed_everything(cfg.seed)
+    data = load_dataset(cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)            # data order and augmentation
+    train_loader, valid_loader = make_loaders(data, cfg, gen)
+    mean_std = (train_loader.mean.flatten(), train_loader.std.flatten())
+    kw = net_kwargs(cfg, data)
+    net = NB201Supernet(cfg.C, cfg.N, kw["num_classes"], kw["in_channels"], cfg.ops).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    ctx = StepContext(cfg, net.ops, random.Random(cfg.seed))
+    if cfg.method == "rd":
+        ctx.teacher = Teacher(cfg.teacher, kw, fixed_batch(data, cfg, device, mean_std),
+                              path=os.path.join(out, f"teacher_{cfg.teacher}.json"), seed=cfg.eval_seed)
+    ctx.sampler = make_sampler(cfg, ctx)
+    table, table_path = ground_truth(cfg)
+    eval_archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
+    recal = (lambda: Loader(*data["train"], cfg.batch_size, *mean_std, shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.eval_seed))) if cfg.bn == "recal" else None
+    start_epoch, history = 0, []
+    if cfg.resume and os.path.exists(ckpt_path):
+        ckpt = load_checkpoint(ckpt_path, cfg)
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        start_epoch, history = ckpt["epoch"], ckpt["history"]
+        ctx.rng.setstate(ckpt["rng"]["python"])
+        gen.set_state(ckpt["rng"]["data"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if ctx.sampler is not None:
+            ctx.sampler.fallbacks = ckpt["rng"]["fallbacks"]
+        print(f"resumed {out} at epoch {start_epoch}/{cfg.epochs}")
+    elif start_epoch == 0:
+        log_json(out, dict(event="config", config=dataclasses.asdict(cfg), benchmark=table_path, split=data["split"]))
+        if table is None:
+            print("no ground truth given (--benchmark): subnets are trained and ranked, but no correlation is computed")
+    print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} "
+          f"({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, "
+          f"device {device}, run folder {out}")
+    steps_per_epoch, t_run, images = len(train_loader), time.time(), 0
+    for epoch in range(start_epoch, cfg.epochs):
+        net.train()
+        ctx.epoch = epoch
+        if ctx.sampler is not None:
+            ctx.sampler.histogram = Counter()
+        sums, t_epoch = Counter(), time.time()
+        for step, (x, y) in enumerate(train_loader):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lr = cosine_lr(cfg, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            stats = METHODS[cfg.method](net, x, y, ctx)
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sums.update(stats, n=len(y))
+            images += len(y)
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
+                speed = images / (time.time() - t_run)
+                left = ((cfg.epochs - epoch) * steps_per_epoch - step - 1) * cfg.batch_size / speed
+                print(f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch} "
+                      f"loss {sums['loss'] / (step + 1):.4f} acc {100 * sums['correct'] / sums['n']:.2f}% "
+                      f"lr {lr:.5f} {speed:.0f} img/s eta {format_eta(left)}", flush=True)
+        record = dict(event="epoch", epoch=epoch + 1, loss=sums["loss"] / steps_per_epoch,
+                      acc=100 * sums["correct"] / sums["n"], lr=lr, seconds=time.time() - t_epoch)
+        if cfg.method == "rd":
+            record.update(rank_loss=sums["rank"] / steps_per_epoch, fallbacks=ctx.sampler.fallbacks,
+                          distances={str(k): v for k, v in sorted(ctx.sampler.histogram.items())},
+                          teacher_computed=ctx.teacher.computed)
+            ctx.teacher.save()
+        log_json(out, record)
+        if (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or epoch + 1 == cfg.epochs:
+            history.append(evaluate_and_log(net, eval_archs, valid_loader, cfg, recal, table, out, epoch + 1))
+        save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
+                        epoch=epoch + 1, history=history,
+                        rng=dict(python=ctx.rng.getstate(), data=gen.get_state(), torch=torch.get_rng_state(),
+                                 fallbacks=ctx.sampler.fallbacks if ctx.sampler else 0))
+    final = history[-1] if history else None
+    atomic_write_text(os.path.join(out, "results.json"),
+                      json.dumps(dict(config=dataclasses.asdict(cfg), benchmark=table_path, final=final,
+                                      curve=[dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in history]), indent=1))
+    if cfg.plot:
+        plot_curve(out, cfg, history, table, data, mean_std, device)
+    return net, final
+
+
+def evaluate_and_log(net, archs, valid_loader, cfg, recal, table, out, epoch):
+    t = time.time()
+    record = evaluate_ranking(net, archs, valid_loader, cfg, recal, table)
+    record.update(event="eval", epoch=epoch, bn=cfg.bn, seconds=time.time() - t)
+    mean_acc = sum(record["supernet_acc"]) / len(archs)
+    summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth)"
+    print(f"eval epoch {epoch}: {len(archs)} subnets, bn={cfg.bn}, mean acc {mean_acc:.2f}%  {summary}  "
+          f"[{time.time() - t:.1f}s]", flush=True)
+    log_json(out, record)
+    return record
+
+
+# ---- Zero-cost proxies against the benchmark (Table 2, top rows) ----
+
+def proxy_table(cfg):
+    """--mode proxies: score --eval-archs archs with each proxy; tau, r, rho, CPR against --benchmark; s/arch."""
+    out, device = run_dir(cfg), get_device(cfg.device)
+    seed_everything(cfg.seed)
+    names = parse_proxies(cfg.proxies)
+    table, table_path = ground_truth(cfg)
+    needs_data = any(n not in DATA_FREE for n in names)
+    if needs_data:
+        data = load_dataset(cfg)
+        train_loader, _ = make_loaders(data, cfg, torch.Generator().manual_seed(cfg.seed))
+        batch = fixed_batch(data, cfg, device, (train_loader.mean.flatten(), train_loader.std.flatten()))
+        kw = net_kwargs(cfg, data)
+    else:  # data-free proxies need only the input shape of the dataset
+        shape = {"fashion-mnist": (1, 28), "imagenet16-120": (3, 16)}.get(cfg.dataset, (3, 32))
+        classes = {"cifar100": 100, "imagenet16-120": 120}.get(cfg.dataset, 10)
+        res = cfg.resolution or shape[1]
+        batch = (torch.zeros(1, shape[0], res, res, device=device), torch.zeros(1, dtype=torch.long, device=device))
+        kw = dict(C=cfg.C, N=cfg.N, num_classes=classes, in_channels=shape[0], resolution=res)
+    if cfg.eval_archs == "all" and needs_data:
+        raise UserError("--eval-archs all is for the data-free proxies (flops, params, synflow, zen)")
+    archs = sample_eval_archs(OP_SETS[cfg.ops], cfg.eval_archs, cfg.eval_seed, table)
+    print(f"scoring {len(archs)} archs with {', '.join(names)} (C={kw['C']}, N={kw['N']}, "
+          f"{kw['resolution']}px, batch {batch[0].shape[0]} of {cfg.dataset}"
+          f"{'' if needs_data else ', data-free'}); ground truth: {table_path or 'none'}")
+    rows = {}
+    for name in names:
+        t = time.time()
+        scores = [score_arch(name, a, kw, batch, cfg.eval_seed) for a in archs]
+        row = dict(seconds_per_arch=(time.time() - t) / len(archs), scores=scores)
+        if table is not None:
+            row["metrics"] = rank_metrics(scores, [lookup(table, a) for a in archs])
+        rows[name] = row
+    print(f"{'proxy':10s} {'tau':>7s} {'r':>7s} {'rho':>7s} {'CPR':>7s} {'s/arch':>9s}")
+    for name, row in rows.items():
+        m = row.get("metrics")
+        cells = "".join(f" {100 * m[k]:7.2f}" for k in ("tau", "r", "rho", "cpr")) if m else " " * 32
+        print(f"{name:10s}{cells} {row['seconds_per_arch']:9.4f}")
+    result = dict(config=dataclasses.asdict(cfg), benchmark=table_path, archs=[arch_to_str(a) for a in archs], proxies=rows)
+    atomic_write_text(os.path.join(out, "proxies.json"), json.dumps(result, indent=1))
+    return result
+
+
+# ---- Fig. 1: Kendall tau over training, zero-cost proxies as horizontal lines ----
+
+def plot_curve(out, cfg, history, table, data, mean_std, device):
+    """--plot: tau of the supernet ranking per evaluation, with each --proxies' tau on the same archs."""
+    import matplotlib  # optional: only --plot needs it
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if table is None or not history:
+        raise UserError("--plot needs a ground truth (--benchmark) and at least one evaluation")
+    archs = [str_to_arch(a) for a in history[-1]["archs"]]
+    gt = [lookup(table, a) for a in archs]
+    kw = net_kwargs(cfg, data)
+    batch = fixed_batch(data, cfg, device, mean_std)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([h["epoch"] for h in history], [100 * h["metrics"]["tau"] for h in history], "o-", color="C3",
+            label=f"{cfg.method.upper()}{' + ' + cfg.sampler if cfg.method == 'rd' else ''} (one-shot)")
+    for k, name in enumerate(parse_proxies(cfg.proxies)):
+        tau = rank_metrics([score_arch(name, a, kw, batch, cfg.eval_seed) for a in archs], gt)["tau"]
+        ax.axhline(100 * tau, ls="--", lw=1, color=f"C{k % 10}", label=f"{name} (zero-shot)")
+    ax.set(xlabel="epoch", ylabel="Kendall tau (%)", title=f"Ranking consistency, {cfg.dataset}, {len(archs)} subnets")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = os.path.join(out, "fig1_tau.png")
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+    return path
+
+
+# ---- Search with the trained supernet (Table 3) ----
+
+def mutate(arch, ops, prob, rng):
+    """SPOS mutation: each edge's op is redrawn uniformly with probability `prob`."""
+    return tuple(rng.choice(ops) if rng.random() < prob else op for op in arch)
+
+
+def crossover(a, b, rng):
+    """SPOS crossover: each edge's op comes from either parent with probability 1/2."""
+    return tuple(rng.choice(pair) for pair in zip(a, b))
+
+
+def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2, rng=None):
+    """Evolutionary search as in SPOS (ref. [1], Sec. 3.4): a random population, then generations of children
+    of the top-k archs seen so far, half by mutation and half by crossover, until exactly `budget` distinct
+    archs have been scored. Returns (best arch, trace of (arch, score) in evaluation order)."""
+    rng = rng or random.Random(0)
+    seen, trace = {}, []
+    def visit(arch):
+        if arch not in seen and len(seen) < budget:
+            seen[arch] = score(arch)
+            trace.append((arch, seen[arch]))
+    while len(seen) < min(population, budget):
+        visit(tuple(rng.choice(ops) for _ in EDGES))
+    while len(seen) < budget:
+        parents = sorted(seen, key=seen.get, reverse=True)[:topk]
+        before = len(seen)
+        for k in range(population):
+            if k % 2 == 0:
+                child = mutate(rng.choice(parents), ops, mutate_prob, rng)
+            else:
+                child = crossover(rng.choice(parents), rng.choice(parents), rng)
+            visit(child)
+        if len(seen) == before:   # the parents' neighbourhood is exhausted: add a random arch
+            visit(tuple(rng.choice(ops) for _ in EDGES))
+    return max(seen, key=seen.get), trace
+
+
+def random_search(score, ops, budget, rng=None):
+    """Random search: score `budget` distinct uniformly drawn archs, keep the best."""
+    rng = rng or random.Random(0)
+    seen, trace = {}, []
+    while len(seen) < min(budget, len(ops) ** len(EDGES)):
+        arch = tuple(rng.choice(ops) for _ in EDGES)
+        if arch not in seen:
+            seen[arch] = score(arch)
+            trace.append((arch, seen[arch]))
+    return max(seen, key=seen.get), trace
+
+
+# Table 3 columns: (dataset, split) -> which table holds it. CIFAR-10 "test" is the network trained on
+# all 50k images (NATS table); without that table, the cifar10-valid table's ori-test column is used.
+TABLE3_COLUMNS = (("cifar10", "valid"), ("cifar10", "test"), ("cifar100", "valid"), ("cifar100", "test"),
+                  ("imagenet16-120", "valid"), ("imagenet16-120", "test"))
+
+
+def table3_tables(paths):
+    """{(dataset, split): {arch: acc}} from NB201 per-dataset tables and the NATS 3-dataset table."""
+    tables = {}
+    for path in paths:
+        base = os.path.basename(path)
+        if "3datasets" in base or "natsbench" in base:
+            tables[("cifar10", "test")] = load_benchmark(path, "cifar10", "test")
+            continue
+        tag = next((t for t in NB201_FILE_DATASETS if base.startswith(f"nb201_{t}_")), None)
+        if tag is None:
+            raise UserError(f"{base}: report tables must be named nb201_<cifar10-valid|cifar100|ImageNet16-120>_... "
+                            f"or natsbench_..._3datasets.csv")
+        ds = NB201_FILE_DATASETS[tag]
+        for split in ("valid", "test"):
+            if not (ds == "cifar10" and split == "test" and ("cifar10", "test") in tables):
+                tables[(ds, split)] = load_benchmark(path, ds, split)
+    return tables
+
+
+def report_paths(cfg):
+    """--report-tables, or the NB201/NATS tables lying next to --benchmark."""
+    if cfg.report_tables:
+        return [p for p in cfg.report_tables.split(",") if p]
+    if not cfg.benchmark or cfg.benchmark == "none":
+        return []
+    folder = os.path.dirname(os.path.abspath(cfg.benchmark))
+    names = sorted(os.listdir(folder))
+    return [os.path.join(folder, n) for n in names
+            if n.endswith(".csv") and (n.startswith("nb201_") or ("natsbench" in n and "3datasets" in n))]
+
+
+def table3_row(arch, tables):
+    return {f"{ds}/{split}": tables[(ds, split)].get(arch_to_str(arch)) for ds, split in TABLE3_COLUMNS if (ds, split) in tables}
+
+
+def table3_optimum(tables):
+    """The benchmark's optimum row, computed from the tables themselves (each column's best arch)."""
+    return {f"{ds}/{split}": max(tables[(ds, split)].values()) for ds, split in TABLE3_COLUMNS if (ds, split) in tables}
+
+
+def run_search(cfg):
+    """--mode search: find the best arch by the supernet (from --ckpt) or by a proxy (--search-by), then report it."""
+    out, device = run_dir(cfg), get_device(cfg.device)
+    model_cfg = cfg
+    if cfg.search_by == "supernet":
+        ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
+        model_cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in MODEL_FIELDS})
+    seed_everything(cfg.seed)
+    data = load_dataset(model_cfg)
+    train_loader, valid_loader = make_loaders(data, model_cfg, torch.Generator().manual_seed(cfg.seed))
+    mean_std = (train_loader.mean.flatten(), train_loader.std.flatten())
+    ops = OP_SETS[model_cfg.ops]
+    if cfg.search_by == "supernet":
+        kw = net_kwargs(model_cfg, data)
+        net = NB201Supernet(model_cfg.C, model_cfg.N, kw["num_classes"], kw["in_channels"], ops).to(device)
+        net.load_state_dict(ckpt["model"])
+        recal = (lambda: Loader(*data["train"], model_cfg.batch_size, *mean_std, shuffle=True,
+                                generator=torch.Generator().manual_seed(cfg.eval_seed)))
+        def score(arch):
+            return subnet_accuracy(net, arch, valid_loader, cfg.bn, recal() if cfg.bn == "recal" else None, cfg.bn_batches)
+    else:
+        name = parse_proxies([cfg.search_by])[0]
+        kw, batch = net_kwargs(model_cfg, data), fixed_batch(data, model_cfg, device, mean_std)
+        def score(arch):
+            return score_arch(name, arch, kw, batch, cfg.eval_seed)
+    counter = [0]
+    def scored(arch):
+        counter[0] += 1
+        value = score(arch)
+        if counter[0] % max(1, cfg.budget // 10) == 0 or counter[0] == cfg.budget:
+            print(f"search {counter[0]}/{cfg.budget}: last {value:.4g}", flush=True)
+        return value
+    rng = random.Random(cfg.seed)
+    t = time.time()
+    if cfg.search == "evolution":
+        best, trace = evolution_search(scored, ops, cfg.budget, cfg.population, cfg.topk, cfg.mutate_prob, rng)
+    else:
+        best, trace = random_search(scored, ops, cfg.budget, rng)
+    tables = table3_tables(report_paths(cfg))
+    row = table3_row(best, tables)
+    result = dict(config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(model_cfg), best=arch_to_str(best),
+                  best_score=dict(trace)[best], seconds=time.time() - t, table3=row,
+                  trace=[(arch_to_str(a), s) for a, s in trace])
+    atomic_write_text(os.path.join(out, f"search_{cfg.search}_{cfg.search_by}.json"), json.dumps(result, indent=1))
+    print(f"best arch ({cfg.search} search by {cfg.search_by}, {len(trace)} archs scored): {arch_to_str(best)}")
+    if row:
+        print(format_table3([(f"found ({cfg.search_by})", [row]), ("optimal", [table3_optimum(tables)])]))
+    return result
+
+
+def format_table3(groups):
+    """Rows of Table 3: mean +- std over runs of each column."""
+    cols = [f"{ds}/{split}" for ds, split in TABLE3_COLUMNS]
+    lines = [f"{'method':28s}" + "".join(f"{c:>22s}" for c in cols)]
+    for label, rows in groups:
+        cells = []
+        for c in cols:
+            vals = [r[c] for r in rows if r.get(c) is not None]
+            cells.append(f"{np.mean(vals):.2f}+-{np.std(vals):.2f}" if len(vals) > 1 else
+                         (f"{vals[0]:.2f}" if vals else "-"))
+        lines.append(f"{label[:28]:28s}" + "".join(f"{c:>22s}" for c in cells))
+    return "\n".join(lines)
+
+
+# ---- Summaries over runs (Tables 2, 3 and 4) ----
+
+def summarize(cfg):
+    """--mode summarize: mean +- std of tau, r, rho, CPR per method over the run folders of --runs (a glob),
+    and Table 3 rows of their searches."""
+    import glob
+    folders = sorted(glob.glob(cfg.runs)) if cfg.runs else []
+    if not folders:
+        raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
+    rank_rows, search_rows = {}, {}
+    for folder in folders:
+        res = os.path.join(folder, "results.json")
+        if os.path.exists(res):
+            with open(res) as f:
+                r = json.load(f)
+            c = r["config"]
+            if r.get("final") and r["final"].get("metrics"):
+                label = c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "")
+                rank_rows.setdefault(label, []).append(r["final"]["metrics"])
+        for path in sorted(glob.glob(os.path.join(folder, "search_*.json"))):
+            with open(path) as f:
+                s = json.load(f)
+            c, mc = s["config"], s["model_config"]
+            label = (mc["method"] + (f"+{mc['sampler']}" if mc["method"] == "rd" else "")
+                     if c["search_by"] == "supernet" else c["search_by"]) + f" ({c['search']})"
+            search_rows.setdefault(label, []).append(s["table3"])
+    lines = []
+    if rank_rows:
+        lines.append(f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>14s}" for k in ("tau", "r", "rho", "CPR")))
+        for label, rows in rank_rows.items():
+            cells = [f"{100 * np.mean([m[k] for m in rows]):6.2f}+-{100 * np.std([m[k] for m in rows]):5.2f}"
+                     for k in ("tau", "r", "rho", "cpr")]
+            lines.append(f"{label:18s} {len(rows):4d} " + " ".join(f"{c:>14s}" for c in cells))
+    if search_rows:
+        tables = table3_tables(report_paths(cfg))
+        groups = list(search_rows.items()) + ([("optimal", [table3_optimum(tables)])] if tables else [])
+        lines.append(format_table3(groups))
+    text = "\n".join(lines) or "no finished runs found"
+    print(text)
+    summary = dict(ranking={k: v for k, v in rank_rows.items()}, search=search_rows)
+    if cfg.out:
+        os.makedirs(cfg.out, exist_ok=True)
+        atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=1))
+    return summary
+
+
+# Config fields that define a trained supernet and its data (taken from the checkpoint for --mode search).
+MODEL_FIELDS = ("space", "ops", "C", "N", "dataset", "resolution", "train_subset", "valid_subset", "method",
+                "sampler", "teacher", "batch_size")
+
+
+# ---- Ground truth from scratch: stand-alone training (--mode standalone / build-gt) ----
+
+def train_standalone(arch, data, cfg, seed, device):
+    """Train one NB201Net from scratch (NB201's stand-alone recipe, scaled by the flags) -> held-out accuracy (%)."""
+    seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    train_loader, valid_loader = make_loaders(data, cfg, gen)
+    kw = net_kwargs(cfg, data)
+    net = NB201Net(arch, cfg.C, cfg.N, kw["num_classes"], kw["in_channels"]).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    total = cfg.epochs * len(train_loader)
+    for epoch in range(cfg.epochs):
+        net.train()
+        for step, (x, y) in enumerate(train_loader):
+            for group in opt.param_groups:
+                group["lr"] = cosine_lr(cfg, epoch * len(train_loader) + step, total)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x.to(device)), y.to(device)).backward()
+            opt.step()
+    net.eval()
+    correct = total_n = 0
+    with torch.no_grad():
+        for x, y in valid_loader:
+            correct += (net(x.to(device)).argmax(1).cpu() == y).sum().item()
+            total_n += len(y)
+    return 100.0 * correct / total_n
+
+
+def build_ground_truth(cfg):
+    """--mode build-gt: train --gt-archs seeded random archs with --gt-seeds seeds each -> <out>/gt.csv.
+
+    Every finished (arch, seed) is appended to <out>/gt_progress.jsonl, so a killed build resumes where it
+    stopped; gt.csv (arch,accuracy = mean over seeds, acc_seed<k>) is rewritten atomically after each arch.
+    """
+    out, device = run_dir(cfg), get_device(cfg.device)
+    data = load_dataset(cfg)
+    archs = random.Random(cfg.eval_seed).sample(all_archs(OP_SETS[cfg.ops]), cfg.gt_archs)
+    progress_path = os.path.join(out, "gt_progress.jsonl")
+    done = {}
+    if os.path.exists(progress_path):
+        with open(progress_path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a kill
+                done[(r["arch"], r["seed"])] = r["acc"]
+    recipe = {k: getattr(cfg, k) for k in ("dataset", "resolution", "C", "N", "train_subset", "valid_subset",
+                                           "epochs", "batch_size", "lr", "lr_min", "weight_decay", "nesterov", "ops",
+                                           "eval_seed", "gt_archs", "gt_seeds")}
+    atomic_write_text(os.path.join(out, "gt_recipe.json"), json.dumps(recipe, indent=1))
+    print(f"building a ground truth of {len(archs)} archs x {cfg.gt_seeds} seeds in {out} "
+          f"({len(done)} runs already done)")
+    t0, new = time.time(), 0
+    for k, arch in enumerate(archs):
+        key = arch_to_str(arch)
+        for seed in range(cfg.gt_seeds):
+            if (key, seed) not in done:
+                t = time.time()
+                done[(key, seed)] = train_standalone(arch, data, cfg, seed, device)
+                with open(progress_path, "a") as f:
+                    f.write(json.dumps(dict(arch=key, seed=seed, acc=done[(key, seed)], seconds=time.time() - t)) + "\n")
+                new += 1
+        rows = [(arch_to_str(a), [done[(arch_to_str(a), s)] for s in range(cfg.gt_seeds)]) for a in archs[: k + 1]]
+        lines = ["arch,accuracy," + ",".join(f"acc_seed{s}" for s in range(cfg.gt_seeds))]
+        lines += [f"{a},{np.mean(accs):.4f}," + ",".join(f"{v:.4f}" for v in accs) for a, accs in rows]
+        atomic_write_text(os.path.join(out, "gt.csv"), "\n".join(lines) + "\n")
+        if new:
+            left = (len(archs) - k - 1) * cfg.gt_seeds * (time.time() - t0) / new
+            print(f"arch {k + 1}/{len(archs)} {key} acc {np.mean(rows[-1][1]):.2f}% eta {format_eta(left)}", flush=True)
+    accs = np.array([r[1] for r in rows])
+    if cfg.gt_seeds >= 2:
+        from scipy import stats
+        tau = stats.kendalltau(accs[:, 0], accs[:, 1]).statistic
+        print(f"seed-to-seed Kendall tau (the ceiling of any ranking on this ground truth): {100 * tau:.2f}")
+    return os.path.join(out, "gt.csv")
+
+
+# ---- Benchmarks: speed and memory as ratios measured in one run (--mode bench) ----
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def bench(cfg):
+    """--mode bench: the performance figures of the README, each as a ratio of two timings taken in one run."""
+    import tracemalloc
+    device = get_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    C, N, B, res = 16, 5, 64, 32
+    x, y = torch.randn(B, 3, res, res, device=device), torch.randint(10, (B,), device=device)
+    archs = [tuple(rng.choice(OPS[1:]) for _ in EDGES) for _ in range(cfg.budget if cfg.budget < 100 else 10)]
+    results = {}
+    # 1. supernet path vs the stand-alone network of the same arch (fwd + bwd + SGD step)
+    supernet = NB201Supernet(C, N).to(device)
+    def sgd_step(net, *arch):
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        def step():
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(net(x, *arch), y).backward()
+            opt.step()
+        return step
+    ratios = []
+    for arch in archs:
+        standalone = supernet.extract(arch)
+        a, b = sgd_step(supernet, arch), sgd_step(standalone)
+        a(), b()                                                     # warm-up
+        ratios.append(median_time(a, 3) / median_time(b, 3))
+    results["supernet_vs_standalone_step"] = float(np.median(ratios))
+    # 2. RD + Group step vs SPOS step on the same batch (teacher = FLOPs, cached)
+    bcfg = dataclasses.replace(cfg, method="rd", sampler="group", epochs=10)
+    ctx = StepContext(bcfg, OPS, random.Random(0))
+    ctx.teacher = Teacher("flops", dict(C=C, N=N), None)
+    ctx.sampler = make_sampler(bcfg, ctx)
+    for arch in all_archs(OPS):
+        ctx.teacher(arch)                                            # warm the cache: no proxy in the timed steps
+    ctx.epoch = 5
+    spos = lambda: (supernet.zero_grad(set_to_none=True), spos_step(supernet, x, y, ctx))
+    rd = lambda: (supernet.zero_grad(set_to_none=True), rd_step(supernet, x, y, ctx))
+    spos(), rd()
+    pairs = [(median_time(rd, 1), median_time(spos, 1)) for _ in range(2 * len(archs))]
+    results["rd_group_vs_spos_step"] = float(np.median([r / s for r, s in pairs]))
+    # 3. proxies: seconds per arch, and cost relative to one forward + backward of the same net and batch
+    proxy_rows = {}
+    for name in parse_proxies(cfg.proxies):
+        secs, rel = [], []
+        for arch in archs:
+            net = NB201Net(arch, C, N).to(device)
+            def fwd_bwd():
+                net.zero_grad(set_to_none=True)
+                F.cross_entropy(net(x), y).backward()
+            fwd_bwd()
+            base = median_time(fwd_bwd, 3)
+            s = median_time(lambda: PROXIES[name](net, x, y), 1)
+            secs.append(s)
+            rel.append(s / base)
+        proxy_rows[name] = dict(seconds_per_arch=float(np.median(secs)), vs_fwd_bwd=float(np.median(rel)))
+    results["proxies"] = proxy_rows
+    # 4. ranking 200 subnets: --bn recal vs --bn train (tiny supernet, synthetic data, 10 recal batches)
+    ecfg = dataclasses.replace(cfg, **PRESETS["nb201"]["tiny"])
+    data = load_dataset(ecfg)
+    tr, va = make_loaders(data, ecfg, torch.Generator().manual_seed(0))
+    small = NB201Supernet(ecfg.C, ecfg.N, data["num_classes"], data["in_channels"]).to(device)
+    eval_archs = sample_eval_archs(OPS, 200, 0)
+    t_train = median_time(lambda: [subnet_accuracy(small, a, va, "train") for a in eval_archs], 1)
+    t_recal = median_time(lambda: [subnet_accuracy(small, a, va, "recal", tr, 10) for a in eval_archs], 1)
+    results["eval_200_subnets"] = dict(train_s=t_train, recal_s=t_recal, recal_vs_train=t_recal / t_train)
+    # 5. loading a 15,625-arch benchmark table: time and peak Python memory
+    if cfg.benchmark and cfg.benchmark != "none":
+        tracemalloc.start()
+        t = time.perf_counter()
+        table = load_benchmark(cfg.benchmark, cfg.dataset, cfg.gt_metric)
+        seconds = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        results["benchmark_load"] = dict(archs=len(table), seconds=seconds, peak_mib=peak / 2 ** 20)
+    print(f"bench on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; NB201 C={C}, N={N}, batch {B}")
+    print(f"  supernet path / stand-alone NB201Net step time (median of {len(archs)} archs): "
+          f"{results['supernet_vs_standalone_step']:.3f}")
+    print(f"  RD + Group step / SPOS step (same batch, cached FLOPs teacher): {results['rd_group_vs_spos_step']:.2f}")
+    for name, row in proxy_rows.items():
+        print(f"  proxy {name:8s} {row['seconds_per_arch']:.4f} s/arch, {row['vs_fwd_bwd']:.2f} x one forward+backward")
+    e = results["eval_200_subnets"]
+    print(f"  ranking 200 subnets (tiny preset): bn=train {e['train_s']:.2f}s, bn=recal {e['recal_s']:.2f}s, "
+          f"ratio {e['recal_vs_train']:.2f}")
+    if "benchmark_load" in results:
+        b = results["benchmark_load"]
+        print(f"  load_benchmark: {b['archs']} archs in {b['seconds']:.3f}s, peak {b['peak_mib']:.1f} MiB")
+    if cfg.out:
+        os.makedirs(cfg.out, exist_ok=True)
+        atomic_write_text(os.path.join(cfg.out, "bench.json"), json.dumps(results, indent=1))
+    return results
+
+
+# ---- Command line ----
+
+def main(argv=None):
+    cfg = parse_args(argv)
+    try:
+        if cfg.space == "resnet48":
+            return resnet48_main(cfg)
+        if cfg.mode == "train":
+            return train(cfg)
+        if cfg.mode == "proxies":
+            return proxy_table(cfg)
+        if cfg.mode == "search":
+            return run_search(cfg)
+        if cfg.mode == "summarize":
+            return summarize(cfg)
+        if cfg.mode == "bench":
+            return bench(cfg)
+        if cfg.mode == "build-gt":
+            return build_ground_truth(cfg)
+        if cfg.mode == "standalone":
+            arch, device = str_to_arch(cfg.arch), get_device(cfg.device)
+            acc = train_standalone(arch, load_dataset(cfg), cfg, cfg.seed, device)
+            print(f"{arch_to_str(arch)}: held-out accuracy {acc:.2f}% after {cfg.epochs} epochs (seed {cfg.seed})")
+            return acc
+        if cfg.mode == "export-benchmark":
+            return export_main(cfg)
+        raise UserError(f"--mode {cfg.mode} is for --space resnet48")
+    except UserError as e:
+        sys.exit(f"rdnas: error: {e}")
+
+
+def export_main(cfg):
+    """--mode export-benchmark --data OFFICIAL_FILE --out DIR: official NATS-Bench/NB201 file -> our CSVs."""
+    try:
+        from nats_bench import create
+        api = create(cfg.data, "tss", fast_mode=True, verbose=False)
+    except ImportError:
+        try:
+            from nas_201_api import NASBench201API
+            api = NASBench201API(cfg.data, verbose=False)
+        except ImportError:
+            raise UserError("--mode export-benchmark needs the official API: pip install nats_bench "
+                            "(or nas-bench-201)") from None
+    for path in export_benchmark(api, run_dir(cfg)):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -435,7 +435,10 @@ def load_cifar(root, name):
 
 
 def load_imagenet16(root, classes=120):
-    """ImageNet16-120: the pickled 16x16 batches train_data_batch_1..10 and val_data; first 120 classes."""
+    """ImageNet16-120: the pickled 16x16 batches train_data_batch_1..10 and val_data; first 120 classes.
+
+    Each pickle holds `data` (uint8, N x 768 = 3 x 16 x 16, channel-major) and 1-based `labels`.
+    """
     def part(names):
         xs, ys = [], []
         for name in names:
@@ -577,8 +580,10 @@ def precision_at_top(pred, true, fraction=0.1):
 def rank_metrics(pred, true):
     """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
     from scipy import stats  # imported here so `import rdnas` stays light
-    pred = np.nan_to_num(np.asarray(pred, dtype=np.float64), nan=-np.inf, posinf=np.finfo(np.float64).max)
-    pred = np.where(np.isneginf(pred), np.finfo(np.float64).min, pred)  # -inf (degenerate) ranks last
+    pred = np.asarray(pred, dtype=np.float64)
+    finite = pred[np.isfinite(pred)]
+    low, high = (finite.min() - 1, finite.max() + 1) if len(finite) else (-1.0, 1.0)
+    pred = np.where(np.isnan(pred) | np.isneginf(pred), low, np.where(np.isposinf(pred), high, pred))  # NaN/-inf last
     true = np.asarray(true, dtype=np.float64)
     if len(pred) < 2 or len(pred) != len(true):
         raise UserError(f"rank_metrics needs two equal-length lists of at least 2 scores, got {len(pred)} and {len(true)}")
@@ -1264,7 +1269,7 @@ def train(cfg):
     print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} "
           f"({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, "
           f"device {device}, run folder {out}")
-    steps_per_epoch, t_run, images = len(train_loader), time.time(), 0
+    steps_per_epoch, train_seconds, images = len(train_loader), 0.0, 0
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         ctx.epoch = epoch
@@ -1272,6 +1277,7 @@ def train(cfg):
             ctx.sampler.histogram = Counter()
         sums, t_epoch = Counter(), time.time()
         for step, (x, y) in enumerate(train_loader):
+            t_step = time.time()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             lr = cosine_lr(cfg, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
             for group in opt.param_groups:
@@ -1282,9 +1288,9 @@ def train(cfg):
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
             sums.update(stats, n=len(y))
-            images += len(y)
+            images, train_seconds = images + len(y), train_seconds + time.time() - t_step
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
-                speed = images / (time.time() - t_run)
+                speed = images / train_seconds  # training only: evaluations are not counted
                 left = ((cfg.epochs - epoch) * steps_per_epoch - step - 1) * cfg.batch_size / speed
                 print(f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch} "
                       f"loss {sums['loss'] / (step + 1):.4f} acc {100 * sums['correct'] / sums['n']:.2f}% "

@@ -1,0 +1,600 @@
+"""Tests for rdnas.py: fast, CPU only, no downloads. Run: pytest -q
+
+Each test checks a property that could fail: parity with a trusted reference (scipy, torch, the
+benchmark's published figures, a stand-alone network holding the same weights), a hand-worked
+example, or an invariant. Tests that read the real NAS-Bench-201 tables skip when ../shared is absent.
+"""
+import csv
+import gzip
+import json
+import math
+import os
+import random
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+import rdnas
+from rdnas import OPS, NB201Net, NB201Supernet, UserError, arch_to_str, str_to_arch
+
+torch.set_num_threads(2)
+SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "shared", "data")
+C10_VALID = os.path.join(SHARED, "nb201_cifar10-valid_200ep_train_valid_test.csv")
+NATS = os.path.join(SHARED, "natsbench_tss_test_acc_200ep_3datasets.csv")
+needs_shared = pytest.mark.skipif(not os.path.exists(C10_VALID), reason="../shared/data is absent (a user's clone)")
+BEST_C100 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+IDX0 = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+
+
+def random_archs(n, seed=0, ops=OPS):
+    rng = random.Random(seed)
+    return [tuple(rng.choice(ops) for _ in range(6)) for _ in range(n)]
+
+
+def n_params(net):
+    return sum(p.numel() for p in net.parameters())
+
+
+def write_plain_table(path, archs, values):
+    with open(path, "w") as f:
+        f.write("arch,accuracy\n")
+        for a, v in zip(archs, values):
+            f.write(f"{arch_to_str(a)},{v}\n")
+    return path
+
+
+def run_main(argv, capsys=None):
+    result = rdnas.main(argv)
+    return result
+
+
+# ---- search space ----
+
+def test_space_sizes_and_op_order():
+    assert OPS == ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+    assert len(rdnas.all_archs()) == 15625 == len(set(rdnas.all_archs()))
+    assert len(rdnas.all_archs(rdnas.OP_SETS["no-none"])) == 4096
+
+
+def test_arch_string_round_trip_and_edge_order():
+    for arch in rdnas.all_archs():
+        assert str_to_arch(arch_to_str(arch)) == arch
+    arch = str_to_arch(IDX0)
+    assert arch == ("avg_pool_3x3", "nor_conv_1x1", "skip_connect", "nor_conv_1x1", "skip_connect", "skip_connect")
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|", "expected 3 nodes"),
+    ("|conv_5x5~0|+|none~0|none~1|+|none~0|none~1|none~2|", "unknown op 'conv_5x5'"),
+    ("|none~1|+|none~0|none~1|+|none~0|none~1|none~2|", "should read 'none~0'"),
+    ("|none~0|+|none~0|+|none~0|none~1|none~2|", "node 2 needs 2 inputs"),
+])
+def test_malformed_arch_strings_are_rejected_with_the_reason(bad, says):
+    with pytest.raises(UserError, match=says):
+        str_to_arch(bad)
+
+
+def test_is_connected_hand_examples():
+    assert rdnas.is_connected(("skip_connect",) * 6)
+    assert not rdnas.is_connected(("none",) * 6)
+    assert rdnas.is_connected(("none", "none", "none", "skip_connect", "none", "none"))      # 0 -> 3 directly
+    assert not rdnas.is_connected(("skip_connect", "none", "none", "none", "none", "none"))  # 0 -> 1, dead end
+
+
+@pytest.mark.parametrize("arch, millions", [
+    (("nor_conv_3x3",) * 6, 1.531546), (("nor_conv_1x1",) * 6, 0.241306),
+    (("skip_connect",) * 6, 0.073306), (("none",) * 6, 0.073306),
+    (BEST_C100, 1.288506), (IDX0, 0.129306)])
+def test_parameter_counts_equal_the_benchmark(arch, millions):
+    assert n_params(NB201Net(arch)) == round(millions * 1e6)
+
+
+@pytest.mark.parametrize("ops", ["nb201", "no-none"])
+def test_supernet_path_equals_standalone_net_with_same_weights(ops):
+    torch.manual_seed(0)
+    sn = NB201Supernet(C=8, N=2, num_classes=10, ops=ops)
+    x = torch.randn(6, 3, 16, 16)
+    with torch.no_grad():  # give every BN non-trivial running statistics, so eval mode is tested too
+        for m in sn.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    for arch in random_archs(5, seed=1, ops=sn.ops) + [("nor_conv_3x3",) * 6]:
+        net = sn.extract(arch)
+        assert isinstance(net, NB201Net) and net.arch == arch
+        for mode in (True, False):
+            sn.train(mode), net.train(mode)
+            torch.testing.assert_close(sn(x, arch), net(x), rtol=0, atol=1e-6)
+
+
+def test_supernet_shares_one_op_per_edge_per_cell():
+    sn = NB201Supernet(C=4, N=1, ops="nb201")
+    convs = {n for n, _ in sn.named_parameters() if ".nor_conv_3x3." in n}
+    assert len(convs) == 3 * 6  # 3 cells x 6 edges, one conv weight each, shared by all archs using it
+    with pytest.raises(UserError, match="not in this supernet's space"):
+        NB201Supernet(C=4, N=1, ops="no-none").check_arch(("none",) * 6)
+
+
+# ---- data ----
+
+def write_idx(path, array):
+    with gzip.open(path, "wb") as f:
+        f.write(struct.pack(">I", 0x0800 | array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_idx_reader_and_missing_files(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs, labels = rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)
+    for prefix in ("train", "t10k"):
+        write_idx(str(tmp_path / f"{prefix}-images-idx3-ubyte.gz"), imgs)
+        write_idx(str(tmp_path / f"{prefix}-labels-idx1-ubyte.gz"), labels)
+    xtr, ytr, xte, yte = rdnas.load_fashion_mnist(str(tmp_path))
+    assert xtr.shape == (7, 1, 28, 28) and xtr.dtype == torch.uint8
+    assert np.array_equal(xtr[:, 0].numpy(), imgs) and np.array_equal(ytr.numpy(), labels)
+    with pytest.raises(UserError, match="Fashion-MNIST not found"):
+        rdnas.load_fashion_mnist(str(tmp_path / "nowhere"))
+
+
+def test_missing_cifar_offline_gives_one_line_error(tmp_path, monkeypatch):
+    import torchvision
+    def offline(*a, **k):
+        raise RuntimeError("no network")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(UserError, match="cifar-10-batches-py"):
+        rdnas.load_cifar(str(tmp_path), "cifar10")
+
+
+def test_imagenet16_reader_keeps_120_classes(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f"train_data_batch_{i}" for i in range(1, 11)] + ["val_data"]:
+        with open(tmp_path / name, "wb") as f:
+            import pickle
+            pickle.dump({"data": rng.integers(0, 256, (4, 768)).astype(np.uint8), "labels": [1, 120, 121, 1000]}, f)
+    xtr, ytr, xva, yva = rdnas.load_imagenet16(str(tmp_path))
+    assert xtr.shape == (20, 3, 16, 16) and sorted(set(ytr.tolist())) == [0, 119]
+
+
+def test_loader_augmentation_is_seeded_and_shape_preserving():
+    x = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(20)
+    make = lambda: rdnas.Loader(x, y, 5, torch.zeros(3), torch.ones(3), augment=True, shuffle=True,
+                                generator=torch.Generator().manual_seed(3))
+    a, b = list(make()), list(make())
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert a[0][0].shape == (5, 3, 8, 8) and sorted(torch.cat([yb for _, yb in a]).tolist()) == list(range(20))
+
+
+# ---- metrics ----
+
+def test_rank_metrics_match_scipy():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=200)
+    pred = true + rng.normal(size=200)
+    m = rdnas.rank_metrics(pred, true)
+    assert m["tau"] == pytest.approx(stats.kendalltau(pred, true).statistic)
+    assert m["r"] == pytest.approx(stats.pearsonr(pred, true).statistic)
+    assert m["rho"] == pytest.approx(stats.spearmanr(pred, true).statistic)
+    # without ties, CPR = (1 + tau) / 2 exactly
+    assert m["cpr"] == pytest.approx((1 + m["tau"]) / 2)
+
+
+def test_concordant_pair_ratio_hand_worked():
+    # pairs (0,1): (1-2)(1-3)>0 yes; (0,2): (1-3)(1-2)>0 yes; (1,2): (2-3)(3-2)<0 no -> 2/3
+    assert rdnas.concordant_pair_ratio([1, 3, 2], [1, 2, 3]) == pytest.approx(2 / 3)
+    assert rdnas.concordant_pair_ratio([1, 1, 1], [1, 2, 3]) == 0.0          # ties are not concordant
+    assert rdnas.concordant_pair_ratio([3, 2, 1], [1, 2, 3]) == 0.0
+    big = np.arange(3000.0)
+    assert rdnas.concordant_pair_ratio(big, big) == 1.0                       # crosses the row-block boundary
+
+
+def test_precision_at_top_and_degenerate_scores():
+    assert rdnas.precision_at_top([5, 4, 3, 2, 1, 0, 0, 0, 0, 0], [9, 8, 0, 0, 0, 0, 0, 0, 0, 0], 0.2) == 1.0
+    m = rdnas.rank_metrics([1.0, -math.inf, 3.0, 2.0], [2.0, 0.0, 3.0, 2.5])   # degenerate (-inf) ranks last
+    assert all(math.isfinite(v) for v in m.values()) and m["tau"] == pytest.approx(1.0)
+    m = rdnas.rank_metrics([1.0, float("nan"), -math.inf, 2.0], [2.0, 0.0, 0.0, 2.5])   # NaN too, never a NaN metric
+    assert m["tau"] == pytest.approx(1.0) and m["cpr"] == pytest.approx(5 / 6)
+
+
+# ---- ground truth ----
+
+@needs_shared
+def test_load_real_tables_known_facts():
+    c10 = rdnas.load_benchmark(C10_VALID, "cifar10", "valid")
+    assert len(c10) == 15625 and max(c10.values()) == pytest.approx(91.6067, abs=1e-4)
+    assert c10[BEST_C100] == pytest.approx(91.5533, abs=1e-4)
+    nats = rdnas.load_benchmark(NATS, "cifar10", "test")
+    assert max(nats.values()) == pytest.approx(94.3733, abs=1e-4)
+    c100 = rdnas.load_benchmark(os.path.join(SHARED, "nb201_cifar100_200ep_train_valid_test.csv"), "cifar100", "test")
+    assert max(c100, key=c100.get) == BEST_C100 and c100[BEST_C100] == pytest.approx(73.5133, abs=1e-4)
+    # the 341 archs whose cell has no input-output path sit at chance (10 %)
+    dead = [a for a in rdnas.all_archs() if not rdnas.is_connected(a)]
+    assert len(dead) == 341 and max(c10[arch_to_str(a)] for a in dead) < 10.5
+
+
+@needs_shared
+def test_loader_refuses_a_table_of_another_dataset():
+    with pytest.raises(UserError, match="holds cifar10-valid accuracies but --dataset is cifar100"):
+        rdnas.load_benchmark(C10_VALID, "cifar100", "valid")
+    with pytest.raises(UserError, match="only test accuracies"):
+        rdnas.load_benchmark(NATS, "cifar10", "valid")
+
+
+def test_plain_table_and_bad_files(tmp_path):
+    archs = random_archs(5)
+    path = write_plain_table(tmp_path / "t.csv", archs, range(5))
+    table = rdnas.load_benchmark(str(path))
+    assert table == {arch_to_str(a): float(v) for a, v in zip(archs, range(5))}
+    with pytest.raises(UserError, match="not found"):
+        rdnas.load_benchmark(str(tmp_path / "missing.csv"))
+    (tmp_path / "weird.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(UserError, match="unknown table layout"):
+        rdnas.load_benchmark(str(tmp_path / "weird.csv"))
+    (tmp_path / "badarch.csv").write_text("arch,accuracy\n|none~0|,5\n")
+    with pytest.raises(UserError, match="badarch.csv:2: malformed arch"):
+        rdnas.load_benchmark(str(tmp_path / "badarch.csv"))
+    with pytest.raises(UserError, match="has no entry for arch"):
+        rdnas.lookup(table, ("none",) * 6)
+
+
+class StandInAPI:
+    """Has the methods of the official NATS-Bench / NB201 API that export_benchmark uses."""
+
+    def __init__(self, archs):
+        self.archs = archs
+        self.calls = []
+
+    def __len__(self):
+        return len(self.archs)
+
+    def arch(self, index):
+        return arch_to_str(self.archs[index])
+
+    def get_more_info(self, index, dataset, hp="12", is_random=True):
+        self.calls.append((hp, is_random))
+        base = {"cifar10-valid": 90, "cifar100": 70, "ImageNet16-120": 40}[dataset] + index
+        return {"train-accuracy": base + 5, "valid-accuracy": base + 0.5, "test-accuracy": base + 0.25}
+
+
+def test_export_benchmark_round_trips_through_load_benchmark(tmp_path):
+    api = StandInAPI(random_archs(4, seed=3))
+    paths = rdnas.export_benchmark(api, str(tmp_path))
+    assert set(api.calls) == {("200", False)}  # 200 epochs, mean over seeds: not the API's hp='12' default
+    c100 = rdnas.load_benchmark(next(p for p in paths if "cifar100" in p), "cifar100", "test")
+    assert c100 == {arch_to_str(a): 70 + i + 0.25 for i, a in enumerate(api.archs)}
+    c10 = rdnas.load_benchmark(next(p for p in paths if "cifar10-valid" in p), "cifar10", "valid")
+    assert c10[arch_to_str(api.archs[2])] == 92.5
+
+
+# ---- zero-cost proxies ----
+
+@pytest.fixture(scope="module")
+def small_batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(16, 3, 16, 16, generator=g), torch.randint(10, (16,), generator=g)
+
+
+@pytest.mark.parametrize("name", list(rdnas.PROXIES))
+def test_proxy_leaves_network_and_input_untouched_and_is_deterministic(name, small_batch):
+    x, y = small_batch
+    torch.manual_seed(0)
+    net = NB201Net(("nor_conv_3x3", "skip_connect", "nor_conv_1x1", "avg_pool_3x3", "nor_conv_3x3", "none"), C=4, N=1)
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    s1, s2 = rdnas.PROXIES[name](net, x, y), rdnas.PROXIES[name](net, x, y)
+    assert s1 == s2 and isinstance(s1, float) and math.isfinite(s1)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert not net.training and not x.requires_grad and all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("name", list(rdnas.PROXIES))
+def test_proxy_on_all_none_arch_ranks_last_never_nan(name, small_batch):
+    x, y = small_batch
+    kw = dict(C=4, N=1, num_classes=10, in_channels=3, resolution=16)
+    dead = rdnas.score_arch(name, ("none",) * 6, kw, (x, y))
+    alive = rdnas.score_arch(name, ("nor_conv_3x3",) * 6, kw, (x, y))
+    assert not math.isnan(dead) and (math.isfinite(dead) or dead == -math.inf)
+    assert alive >= dead
+
+
+def test_snip_matches_a_plain_backward(small_batch):
+    x, y = small_batch
+    torch.manual_seed(1)
+    net = NB201Net(("nor_conv_3x3",) * 6, C=4, N=1)
+    ref = NB201Net(("nor_conv_3x3",) * 6, C=4, N=1)
+    ref.load_state_dict(net.state_dict())
+    F.cross_entropy(ref(x), y).backward()
+    expected = sum((m.weight.grad * m.weight).abs().sum().item() for m in ref.modules()
+                   if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert rdnas.snip(net, x, y) == pytest.approx(expected, rel=1e-5)
+
+
+def test_grasp_matches_the_two_pass_reference(small_batch):
+    """The reference computes g without a graph in one pass, then z = g(w) . g and dz/dw = H g in a second."""
+    x, y = small_batch
+    torch.manual_seed(2)
+    net = NB201Net(("nor_conv_1x1", "nor_conv_3x3", "skip_connect", "nor_conv_3x3", "avg_pool_3x3", "nor_conv_1x1"), C=4, N=1)
+    ref = NB201Net(net.arch, C=4, N=1)
+    ref.load_state_dict(net.state_dict())
+    ws = rdnas.conv_linear_weights(ref)
+    g_fixed = torch.autograd.grad(F.cross_entropy(ref(x), y), ws)
+    g = torch.autograd.grad(F.cross_entropy(ref(x), y), ws, create_graph=True)
+    hg = torch.autograd.grad(sum((a * b).sum() for a, b in zip(g, g_fixed)), ws)
+    expected = -sum((w * h).sum().item() for w, h in zip(ws, hg))
+    assert rdnas.grasp(net, x, y) == pytest.approx(expected, rel=1e-4)
+
+
+def test_synflow_is_data_free_and_scales_with_size(small_batch):
+    x, y = small_batch
+    torch.manual_seed(0)
+    net = NB201Net(("nor_conv_3x3",) * 6, C=4, N=1)
+    assert rdnas.synflow(net, x, y) == rdnas.synflow(net, torch.rand_like(x) * 9, y.flip(0))
+    assert rdnas.zen(net, x, y) == rdnas.zen(net, torch.rand_like(x) * 9, y.flip(0))   # zen is data-free too
+    # synflow of a positive linear net equals the hand-computable path count for a 1-layer check
+    lin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3, 2, bias=False))
+    with torch.no_grad():
+        lin[1].weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [-4.0, 5.0, 6.0]]))
+    # R = sum_j sum_i |w_ji| * 1 -> dR/dw = 1, score = sum |w| = 21
+    assert rdnas.synflow(lin, torch.zeros(1, 3), None) == pytest.approx(21.0)
+
+
+def test_naswot_is_minus_inf_for_identical_inputs(small_batch):
+    x, y = small_batch
+    net = NB201Net(("nor_conv_3x3",) * 6, C=4, N=1)
+    assert math.isfinite(rdnas.naswot(net, x, y))
+    same = x[:1].repeat(len(x), 1, 1, 1)  # identical codes -> K has rank 1 -> singular
+    assert rdnas.naswot(net, same, y) == -math.inf
+
+
+def test_cost_tables_match_counted_networks_and_nb201_figures():
+    assert rdnas.arch_cost(("nor_conv_3x3",) * 6)[0] == pytest.approx(220.11968)
+    assert rdnas.arch_cost(("skip_connect",) * 6)[0] == pytest.approx(7.78304)
+    assert rdnas.arch_cost(("none",) * 6) == pytest.approx(rdnas.arch_cost(("avg_pool_3x3",) * 6))
+    for arch in random_archs(6, seed=4):
+        counted = rdnas.count_cost(NB201Net(arch), (3, 32, 32))
+        assert rdnas.arch_cost(arch) == pytest.approx(counted, rel=1e-12)
+        assert counted[1] == pytest.approx(n_params(NB201Net(arch)) / 1e6)
+    net = NB201Net(("nor_conv_1x1",) * 6, C=8, N=2, num_classes=7, in_channels=1)
+    assert rdnas.arch_cost(net.arch, 8, 2, 7, 1, 16) == pytest.approx(rdnas.count_cost(net, (1, 16, 16)))
+
+
+@needs_shared
+def test_params_and_flops_rank_like_the_published_tables():
+    table = rdnas.load_benchmark(C10_VALID, "cifar10", "valid")
+    archs = rdnas.all_archs()
+    gt = [table[arch_to_str(a)] for a in archs]
+    tau = stats.kendalltau([rdnas.arch_cost(a)[1] for a in archs], gt).statistic
+    assert tau == pytest.approx(0.53, abs=0.02)   # REFERENCE.md: params tau over all archs is 0.53
+
+
+def test_unknown_proxy_is_a_one_line_error():
+    with pytest.raises(UserError, match="valid names: flops, params, snip, grasp, synflow, zen, naswot"):
+        rdnas.parse_proxies("flops,jacov")
+
+
+def test_teacher_caches_each_arch_once(tmp_path, small_batch):
+    kw = dict(C=4, N=1, num_classes=10, in_channels=3, resolution=16)
+    t = rdnas.Teacher("naswot", kw, small_batch, path=str(tmp_path / "cache.json"))
+    a, b = random_archs(2, seed=9)
+    assert t(a) == t(a) and t.computed == 1
+    t(b)
+    assert t.computed == 2
+    t.save()
+    t2 = rdnas.Teacher("naswot", kw, small_batch, path=str(tmp_path / "cache.json"))
+    assert t2(a) == t(a) and t2.computed == 0
+
+
+# ---- RD-NAS: distances, sampler, loss ----
+
+def test_distances_hand_worked():
+    a = ("nor_conv_3x3", "nor_conv_1x1", "none", "skip_connect", "avg_pool_3x3", "none")
+    b = ("nor_conv_1x1", "nor_conv_1x1", "skip_connect", "nor_conv_3x3", "none", "nor_conv_3x3")
+    # edges: conv3/conv1 same group 0.5; equal 0; none/skip same group 0.5; skip/conv3 2; pool/none 0.5; none/conv3 2
+    assert rdnas.hamming_distance(a, b) == 5
+    assert rdnas.group_distance(a, b) == 0.5 + 0 + 0.5 + 2 + 0.5 + 2
+    assert rdnas.group_distance(a, a) == 0 and rdnas.group_distance(a, b) == rdnas.group_distance(b, a)
+
+
+@pytest.mark.parametrize("ops, expected", [(OPS, 6.72), (OPS[1:], 6.75)])
+def test_mean_group_distance_of_random_pairs(ops, expected):
+    rng = random.Random(0)
+    n = 20000
+    d = [rdnas.group_distance(tuple(rng.choice(ops) for _ in range(6)), tuple(rng.choice(ops) for _ in range(6)))
+         for _ in range(n)]
+    # the per-pair SD is about 2.1, so the mean of 20,000 pairs has SD ~0.015: allow 4 SD
+    assert np.mean(d) == pytest.approx(expected, abs=0.06)
+
+
+def test_margin_sampler_pairs_exceed_mu_and_fallback_is_defined():
+    rng = random.Random(0)
+    sample = lambda: tuple(rng.choice(OPS) for _ in range(6))
+    s = rdnas.MarginSubnetSampler(sample, rdnas.group_distance, mu=6.7, n=10, max_tries=10, rng=rng)
+    pairs = [s() for _ in range(300)]
+    assert all(rdnas.group_distance(a, b) > 6.7 for a, b in pairs) and s.fallbacks == 0
+    assert sum(s.histogram.values()) == 300 and min(s.histogram) > 6.7
+    impossible = rdnas.MarginSubnetSampler(sample, rdnas.group_distance, mu=12.0, n=4, max_tries=3, rng=rng)
+    a, b = impossible()   # the maximum group distance is 6 x 2 = 12, so nothing exceeds 12
+    assert impossible.fallbacks == 1 and rdnas.group_distance(a, b) <= 12
+
+
+def test_margin_ranking_loss_equals_torch():
+    g = torch.Generator().manual_seed(0)
+    ce_i, ce_j = torch.rand(50, generator=g), torch.rand(50, generator=g)
+    s_i, s_j = torch.rand(50, generator=g), torch.rand(50, generator=g)
+    for m in (0.0, 0.1, 0.5):
+        ref = torch.nn.MarginRankingLoss(margin=m)(ce_i, ce_j, torch.sign(s_j - s_i))
+        torch.testing.assert_close(rdnas.margin_ranking_loss(ce_i, ce_j, s_i, s_j, m), ref)
+
+
+def test_margin_ranking_loss_zero_when_preferred_leads_and_gradient_direction():
+    # teacher prefers a_j (s_j > s_i); a_j already has lower CE by more than the margin -> no loss
+    assert rdnas.margin_ranking_loss(torch.tensor(2.0), torch.tensor(1.0), 0.0, 1.0, margin=0.5) == 0
+    ce_i, ce_j = torch.tensor(1.0, requires_grad=True), torch.tensor(1.2, requires_grad=True)
+    loss = rdnas.margin_ranking_loss(ce_i, ce_j, score_i=0.0, score_j=1.0, margin=0.1)
+    assert loss.item() == pytest.approx(0.1 - (1.0 - 1.2))
+    loss.backward()
+    assert ce_i.grad < 0 < ce_j.grad   # descent (w -= grad) lowers the preferred subnet's CE and raises the other's
+    assert rdnas.margin_ranking_loss(torch.tensor(1.0), torch.tensor(5.0), 3.0, 3.0, 0.0) == 0   # teacher tie
+
+
+def test_rd_schedule():
+    assert rdnas.rd_lambda(0, 100) == 0.0
+    assert rdnas.rd_lambda(62.5, 100) == pytest.approx(2.0)          # sin(pi/2) at 0.8 t / T = 1/2
+    assert rdnas.rd_lambda(37, 100, "constant") == 1.0
+
+
+# ---- training steps ----
+
+def make_ctx(method, sampler="group", ops=OPS, **kw):
+    cfg = rdnas.dataclasses.replace(rdnas.Config(), method=method, sampler=sampler, epochs=4, **kw)
+    ctx = rdnas.StepContext(cfg, tuple(ops), random.Random(0))
+    if method == "rd":
+        ctx.teacher = rdnas.Teacher("flops", dict(C=4, N=1, resolution=8), None)
+    ctx.sampler = rdnas.make_sampler(cfg, ctx)
+    return ctx
+
+
+@pytest.fixture()
+def tiny_batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 3, 8, 8, generator=g), torch.randint(10, (8,), generator=g)
+
+
+def test_fairnas_uses_each_op_once_per_edge(tiny_batch):
+    net = NB201Supernet(C=4, N=1)
+    ctx = make_ctx("fairnas")
+    rdnas.fairnas_step(net, *tiny_batch, ctx)
+    assert len(ctx.last_archs) == len(OPS)
+    for e in range(6):
+        assert sorted(a[e] for a in ctx.last_archs) == sorted(OPS)
+
+
+def test_sandwich_trains_largest_smallest_and_random(tiny_batch):
+    net = NB201Supernet(C=4, N=1)
+    ctx = make_ctx("sandwich")
+    rdnas.sandwich_step(net, *tiny_batch, ctx)
+    largest, smallest = ctx.last_archs[:2]
+    assert largest == ("nor_conv_3x3",) * 6 and smallest == ("skip_connect",) * 6
+    assert len(ctx.last_archs) == 2 + ctx.cfg.sandwich_random
+    costs = [rdnas.arch_cost(a) for a in rdnas.all_archs()]
+    assert rdnas.arch_cost(largest) == max(costs) and rdnas.arch_cost(smallest) == min(costs)
+
+
+@pytest.mark.parametrize("method, sampler", [("spos", "group"), ("fairnas", "group"), ("sandwich", "group"),
+                                             ("rd", "uniform"), ("rd", "hamming"), ("rd", "group")])
+def test_every_method_takes_optimizer_steps(method, sampler, tiny_batch):
+    torch.manual_seed(0)
+    net = NB201Supernet(C=4, N=1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    ctx = make_ctx(method, sampler)
+    ctx.epoch = 2
+    before = [p.detach().clone() for p in net.parameters()]
+    for _ in range(3):
+        opt.zero_grad()
+        out = rdnas.METHODS[method](net, *tiny_batch, ctx)
+        opt.step()
+    assert math.isfinite(out["loss"]) and 0 <= out["correct"] <= 8
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+    if method == "rd" and sampler != "uniform":
+        assert rdnas.DISTANCES[sampler](*ctx.last_archs) > rdnas.resolved_mu(ctx.cfg)
+
+
+def test_rd_step_lowers_the_ranking_term_on_a_fixed_pair(tiny_batch):
+    torch.manual_seed(0)
+    x, y = tiny_batch
+    net = NB201Supernet(C=4, N=1)
+    a_i, a_j = ("nor_conv_3x3",) * 6, ("skip_connect",) * 6   # FLOPs teacher prefers a_i (more FLOPs)
+    ctx = make_ctx("rd", margin=1.0, rd_schedule="constant", rd_weight=5.0)
+    ctx.sampler = lambda: (a_i, a_j)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    def rank_term():
+        with torch.no_grad():
+            ce = [F.cross_entropy(net(x, a), y) for a in (a_i, a_j)]
+        return rdnas.margin_ranking_loss(ce[0], ce[1], ctx.teacher(a_i), ctx.teacher(a_j), 1.0).item()
+    start = rank_term()
+    for _ in range(5):
+        opt.zero_grad()
+        rdnas.rd_step(net, x, y, ctx)
+        opt.step()
+    assert rank_term() < start
+
+
+# ---- end to end ----
+
+def tiny_benchmark(tmp_path, ops=OPS):
+    """A plain ground truth for the tiny preset: FLOPs plus noise, over the whole space."""
+    archs = rdnas.all_archs(ops)
+    rng = np.random.default_rng(0)
+    return write_plain_table(tmp_path / "gt.csv", archs, [rdnas.arch_cost(a)[0] + rng.normal() for a in archs])
+
+
+def test_smoke_main_tiny_with_ground_truth(tmp_path, capsys):
+    bench = tiny_benchmark(tmp_path)
+    out = tmp_path / "run"
+    net, final = rdnas.main(["--preset", "tiny", "--out", str(out), "--benchmark", str(bench), "--eval-every", "1"])
+    text = capsys.readouterr().out
+    assert "eval epoch 1:" in text and "tau=" in text and "img/s" in text and "eta" in text
+    records = [json.loads(line) for line in open(out / "log.jsonl")]
+    assert [r["event"] for r in records] == ["config", "epoch", "eval", "epoch", "eval"]
+    assert -1 <= final["metrics"]["tau"] <= 1 and len(final["archs"]) == 20
+    assert json.load(open(out / "results.json"))["final"]["metrics"] == final["metrics"]
+    assert os.path.exists(out / "teacher_flops.json")
+
+
+def test_resume_after_a_kill_is_exact(tmp_path, monkeypatch):
+    args = ["--preset", "tiny", "--epochs", "2", "--method", "rd", "--sampler", "group", "--bn", "recal",
+            "--bn-batches", "2", "--benchmark", "none"]
+    straight, _ = rdnas.main(args + ["--out", str(tmp_path / "a")])
+    real_save = rdnas.save_checkpoint
+    def save_then_die(path, **state):
+        real_save(path, **state)
+        raise KeyboardInterrupt("killed after epoch 1")
+    monkeypatch.setattr(rdnas, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        rdnas.main(args + ["--out", str(tmp_path / "b")])
+    monkeypatch.setattr(rdnas, "save_checkpoint", real_save)
+    resumed, _ = rdnas.main(args + ["--out", str(tmp_path / "b"), "--resume"])
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_run_folder_and_checkpoint_errors(tmp_path, capsys):
+    args = ["--preset", "tiny", "--epochs", "1", "--benchmark", "none", "--out", str(tmp_path / "r")]
+    rdnas.main(args)
+    with pytest.raises(SystemExit, match="already holds a run; pass --resume"):
+        rdnas.main(args)
+    with pytest.raises(SystemExit, match="different config: C=4 \\(now 6\\)"):
+        rdnas.main(args + ["--resume", "--C", "6"])
+    (tmp_path / "r" / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match="unreadable \\(corrupt or truncated"):
+        rdnas.main(args + ["--resume"])
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--mode", "standalone", "--arch", "|conv~0|"], "expected 3 nodes"),
+    (["--mode", "standalone", "--arch", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|"], "unknown op 'conv'"),
+    (["--benchmark", "/nonexistent.csv"], "benchmark file '/nonexistent.csv' not found"),
+    (["--dataset", "fashion-mnist", "--data", "/nonexistent"], "Fashion-MNIST not found"),
+    (["--mode", "proxies", "--proxies", "zenn"], "unknown proxy zenn; valid names"),
+    (["--eval-archs", "lots"], "--eval-archs takes a number or 'all'"),
+])
+def test_user_mistakes_are_one_line_errors(argv, says, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        rdnas.main(["--preset", "tiny", "--out", str(tmp_path / "x")] + argv)
+    assert says in str(e.value) and "\n" not in str(e.value)
+
+
+def test_argparse_choices_reject_unknown_values(capsys):
+    with pytest.raises(SystemExit):
+        rdnas.main(["--method", "darts"])
+    assert "invalid choice: 'darts'" in capsys.readouterr().err
+
+
+def test_import_is_silent():
+    import subprocess, sys
+    out = subprocess.run([sys.executable, "-c", "import rdnas"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""

@@ -113,6 +113,7 @@ class Config:
     runs: str = ""                  # run folders for --mode summarize (glob)
     log_every: int = 50             # steps between progress lines
     plot: bool = False              # draw the Fig. 1 curve (needs matplotlib)
+    bench_archs: int = 20           # archs timed per figure by --mode bench (median over them)
 
 
 MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
@@ -1348,7 +1349,8 @@ def proxy_table(cfg):
         shape = {"fashion-mnist": (1, 28), "imagenet16-120": (3, 16)}.get(cfg.dataset, (3, 32))
         classes = {"cifar100": 100, "imagenet16-120": 120}.get(cfg.dataset, 10)
         res = cfg.resolution or shape[1]
-        batch = (torch.zeros(1, shape[0], res, res, device=device), torch.zeros(1, dtype=torch.long, device=device))
+        B = cfg.proxy_batch                                  # Zen draws its own Gaussian batch of this shape
+        batch = (torch.zeros(B, shape[0], res, res, device=device), torch.zeros(B, dtype=torch.long, device=device))
         kw = dict(C=cfg.C, N=cfg.N, num_classes=classes, in_channels=shape[0], resolution=res)
     if cfg.eval_archs == "all" and needs_data:
         raise UserError("--eval-archs all is for the data-free proxies (flops, params, synflow, zen)")
@@ -1505,6 +1507,8 @@ def run_search(cfg):
     if cfg.search_by == "supernet":
         ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
         model_cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in MODEL_FIELDS})
+        if not os.path.exists(model_cfg.data) and os.path.exists(cfg.data):   # the data folder has moved
+            model_cfg = dataclasses.replace(model_cfg, data=cfg.data)
     seed_everything(cfg.seed)
     data = load_dataset(model_cfg)
     train_loader, valid_loader = make_loaders(data, model_cfg, torch.Generator().manual_seed(cfg.seed))
@@ -1609,7 +1613,7 @@ def summarize(cfg):
 
 
 # Config fields that define a trained supernet and its data (taken from the checkpoint for --mode search).
-MODEL_FIELDS = ("space", "ops", "C", "N", "dataset", "resolution", "train_subset", "valid_subset", "method",
+MODEL_FIELDS = ("space", "ops", "C", "N", "dataset", "data", "resolution", "train_subset", "valid_subset", "method",
                 "sampler", "teacher", "batch_size")
 
 
@@ -1711,7 +1715,7 @@ def bench(cfg):
     rng = random.Random(cfg.seed)
     C, N, B, res = 16, 5, 64, 32
     x, y = torch.randn(B, 3, res, res, device=device), torch.randint(10, (B,), device=device)
-    archs = [tuple(rng.choice(OPS[1:]) for _ in EDGES) for _ in range(cfg.budget if cfg.budget < 100 else 10)]
+    archs = [tuple(rng.choice(OPS[1:]) for _ in EDGES) for _ in range(cfg.bench_archs)]
     results = {}
     # 1. supernet path vs the stand-alone network of the same arch (fwd + bwd + SGD step)
     supernet = NB201Supernet(C, N).to(device)

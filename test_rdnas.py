@@ -598,3 +598,129 @@ def test_import_is_silent():
     out = subprocess.run([sys.executable, "-c", "import rdnas"], capture_output=True, text=True,
                          cwd=os.path.dirname(os.path.abspath(__file__)))
     assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+
+
+# ---- search (Table 3) ----
+
+def hidden_objective(target):
+    """A known synthetic objective over the space: edges agreeing with `target`, with op-group partial credit."""
+    return lambda arch: -rdnas.group_distance(arch, target)
+
+
+def test_mutation_and_crossover_give_valid_archs():
+    rng = random.Random(0)
+    for a, b in zip(random_archs(200, 1), random_archs(200, 2)):
+        for child in (rdnas.mutate(a, OPS, 0.5, rng), rdnas.crossover(a, b, rng)):
+            assert len(child) == 6 and all(op in OPS for op in child)
+        assert all(x in (p, q) for x, p, q in zip(rdnas.crossover(a, b, rng), a, b))
+
+
+@pytest.mark.parametrize("search", ["evolution", "random"])
+def test_search_budget_is_exact_and_seeded(search):
+    calls = []
+    def score(arch):
+        calls.append(arch)
+        return -rdnas.hamming_distance(arch, ("nor_conv_3x3",) * 6)
+    run = (lambda s: rdnas.evolution_search(score, OPS, 37, 10, 3, 0.2, random.Random(s))) if search == "evolution" \
+        else (lambda s: rdnas.random_search(score, OPS, 37, random.Random(s)))
+    best, trace = run(0)
+    assert len(calls) == len(trace) == 37 == len(set(calls))
+    assert best == max(trace, key=lambda t: t[1])[0]
+    assert run(0)[1] == trace
+
+
+def test_evolution_finds_the_optimum_more_often_than_random():
+    hits = {"evolution": 0, "random": 0}
+    for seed in range(20):
+        target = random_archs(1, seed=100 + seed)[0]
+        score = hidden_objective(target)
+        hits["evolution"] += rdnas.evolution_search(score, OPS, 300, 30, 5, 0.2, random.Random(seed))[0] == target
+        hits["random"] += rdnas.random_search(score, OPS, 300, random.Random(seed))[0] == target
+    # random search finds a given arch with probability 300 / 15625 ~ 2 % per run
+    assert hits["evolution"] > hits["random"] and hits["evolution"] >= 10
+
+
+@needs_shared
+def test_table3_lookup_and_optimum_match_published_figures():
+    paths = [os.path.join(SHARED, n) for n in sorted(os.listdir(SHARED)) if n.endswith(".csv")]
+    tables = rdnas.table3_tables(paths)
+    row = rdnas.table3_row(str_to_arch(BEST_C100), tables)
+    assert row["cifar10/valid"] == pytest.approx(91.5533, abs=1e-4)
+    assert row["cifar10/test"] == pytest.approx(94.3633, abs=1e-4)       # full-train CIFAR-10 (NATS table)
+    assert row["cifar100/test"] == pytest.approx(73.5133, abs=1e-4)
+    opt = rdnas.table3_optimum(tables)
+    published = {"cifar10/valid": 91.61, "cifar10/test": 94.37, "cifar100/valid": 73.49, "cifar100/test": 73.51,
+                 "imagenet16-120/valid": 46.73, "imagenet16-120/test": 47.31}
+    assert opt == pytest.approx(published, abs=0.006)
+
+
+@needs_shared
+def test_train_search_summarize_end_to_end(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    bench = tiny_benchmark(tmp_path)
+    rdnas.main(["--preset", "tiny", "--out", out, "--benchmark", str(bench)])
+    tables = ",".join([C10_VALID, NATS])
+    res = rdnas.main(["--mode", "search", "--preset", "tiny", "--out", out, "--report-tables", tables])
+    text = capsys.readouterr().out
+    assert "found (supernet)" in text and "optimal" in text and "94.37" in text
+    assert len(res["trace"]) == 20 and res["table3"]["cifar10/valid"] == rdnas.load_benchmark(C10_VALID)[res["best"]]
+    zs = rdnas.main(["--mode", "search", "--preset", "tiny", "--search-by", "synflow", "--search", "random",
+                     "--out", out, "--report-tables", tables])
+    assert len(zs["trace"]) == 20
+    summary = rdnas.main(["--mode", "summarize", "--runs", out, "--report-tables", tables])
+    assert list(summary["ranking"]) == ["rd+group"] and "rd+group (evolution)" in summary["search"]
+    assert "synflow (random)" in summary["search"]
+
+
+# ---- modes: proxies, plot, bench, ground truth ----
+
+def test_proxies_mode_table(tmp_path, capsys):
+    bench = tiny_benchmark(tmp_path)
+    res = rdnas.main(["--mode", "proxies", "--preset", "tiny", "--benchmark", str(bench), "--out", str(tmp_path / "p"),
+                      "--proxies", "flops,naswot,zen", "--eval-archs", "12"])
+    text = capsys.readouterr().out
+    assert "flops" in text and "s/arch" in text
+    assert res["proxies"]["flops"]["metrics"]["tau"] > 0.5   # the tiny ground truth is FLOPs plus noise
+    assert os.path.exists(tmp_path / "p" / "proxies.json")
+
+
+def test_plot_writes_the_fig1_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    bench = tiny_benchmark(tmp_path)
+    rdnas.main(["--preset", "tiny", "--out", str(tmp_path / "r"), "--benchmark", str(bench), "--eval-every", "1",
+                "--plot", "--proxies", "flops,synflow"])
+    png = tmp_path / "r" / "fig1_tau.png"
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_mode_prints_every_figure(tmp_path, capsys):
+    res = rdnas.main(["--mode", "bench", "--preset", "tiny", "--bench-archs", "1", "--proxies", "flops,synflow",
+                      "--benchmark", str(tiny_benchmark(tmp_path)), "--out", str(tmp_path / "b")])
+    text = capsys.readouterr().out
+    for key in ("supernet path", "RD + Group step", "proxy synflow", "ranking 200 subnets", "load_benchmark"):
+        assert key in text
+    assert res["supernet_vs_standalone_step"] > 0 and res["benchmark_load"]["archs"] == 15625
+
+
+def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch):
+    args = ["--mode", "build-gt", "--preset", "tiny", "--epochs", "1", "--gt-archs", "3", "--gt-seeds", "2",
+            "--out", str(tmp_path / "gt")]
+    calls = []
+    real = rdnas.train_standalone
+    def counted(*a, **k):
+        calls.append(a[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*a, **k)
+    monkeypatch.setattr(rdnas, "train_standalone", counted)
+    with pytest.raises(KeyboardInterrupt):
+        rdnas.main(args)
+    monkeypatch.setattr(rdnas, "train_standalone", real)
+    path = rdnas.main(args)
+    lines = open(tmp_path / "gt" / "gt_progress.jsonl").read().splitlines()
+    assert len(lines) == 6                          # 2 runs kept from before the kill + 4 new, none repeated
+    table = rdnas.load_benchmark(path)
+    assert len(table) == 3 and all(0 <= v <= 100 for v in table.values())
+    rows = list(csv.DictReader(open(path)))
+    assert all(float(r["accuracy"]) == pytest.approx((float(r["acc_seed0"]) + float(r["acc_seed1"])) / 2, abs=1e-3)
+               for r in rows)

@@ -377,13 +377,14 @@ def test_unknown_proxy_is_a_one_line_error():
 
 def test_teacher_caches_each_arch_once(tmp_path, small_batch):
     kw = dict(C=4, N=1, num_classes=10, in_channels=3, resolution=16)
-    t = rdnas.Teacher("naswot", kw, small_batch, path=str(tmp_path / "cache.json"))
+    score = lambda arch: rdnas.score_arch("naswot", arch, kw, small_batch)
+    t = rdnas.Teacher(score, path=str(tmp_path / "cache.json"))
     a, b = random_archs(2, seed=9)
     assert t(a) == t(a) and t.computed == 1
     t(b)
     assert t.computed == 2
     t.save()
-    t2 = rdnas.Teacher("naswot", kw, small_batch, path=str(tmp_path / "cache.json"))
+    t2 = rdnas.Teacher(score, path=str(tmp_path / "cache.json"))
     assert t2(a) == t(a) and t2.computed == 0
 
 
@@ -452,7 +453,7 @@ def make_ctx(method, sampler="group", ops=OPS, **kw):
     cfg = rdnas.dataclasses.replace(rdnas.Config(), method=method, sampler=sampler, epochs=4, **kw)
     ctx = rdnas.StepContext(cfg, tuple(ops), random.Random(0))
     if method == "rd":
-        ctx.teacher = rdnas.Teacher("flops", dict(C=4, N=1, resolution=8), None)
+        ctx.teacher = rdnas.Teacher(lambda arch: rdnas.arch_cost(arch, 4, 1, resolution=8)[0])
     ctx.sampler = rdnas.make_sampler(cfg, ctx)
     return ctx
 

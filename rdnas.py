@@ -114,6 +114,13 @@ class Config:
     log_every: int = 50             # steps between progress lines
     plot: bool = False              # draw the Fig. 1 curve (needs matplotlib)
     bench_archs: int = 20           # archs timed per figure by --mode bench (median over them)
+    # ResNet48 (--space resnet48)
+    base_width: int = 64            # stage widths base * (1, 2, 4, 8); 64 is ResNet48, smaller for CPU runs
+    pretrain_epochs: int = 0        # stage 1 of the paper (90 on ImageNet): SPOS pre-training before --epochs
+    pretrain_lr: float = 0.1
+    init: str = ""                  # start from this checkpoint's weights instead of pre-training
+    archs: str = ""                 # --mode rank: the competition JSON of codes to score
+    workers: int = 4                # DataLoader worker processes (ImageNet)
 
 
 MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
@@ -132,6 +139,23 @@ PRESETS = {"nb201": {
     "tiny": dict(dataset="synthetic", resolution=8, C=4, N=1, train_subset=256, valid_subset=128, epochs=2,
                  batch_size=32, lr=0.05, lr_min=0.0, eval_archs="20", eval_batch_size=128, proxy_batch=16,
                  log_every=4, budget=20, population=8, topk=3),
+}, "resnet48": {
+    # Sec. 3.1: pre-train 90 epochs, then 70 epochs at lr 0.001, batch 256, SGD momentum 0.9 (8 GPUs).
+    # Not given by the paper, our choices: pre-training lr 0.1, weight decay 1e-4 (ImageNet ResNet defaults).
+    "paper": dict(dataset="imagenet", data="data/imagenet", resolution=224, base_width=64, epochs=70, lr=0.001,
+                  lr_min=0.0, pretrain_epochs=90, pretrain_lr=0.1, batch_size=256, weight_decay=1e-4,
+                  nesterov=False, method="rd", sampler="hamming", teacher="flops", eval_archs="200",
+                  eval_batch_size=256, bn="recal", bn_batches=10, valid_subset=10000, workers=8, log_every=100),
+    # Minutes on 2 CPU cores: synthetic 32x32 images, 1/4 widths.
+    "cpu": dict(dataset="synthetic", resolution=32, base_width=16, epochs=2, lr=0.01, lr_min=0.0, pretrain_epochs=1,
+                pretrain_lr=0.05, batch_size=32, train_subset=1024, valid_subset=256, weight_decay=1e-4,
+                nesterov=False, method="rd", sampler="hamming", teacher="flops", eval_archs="8", eval_batch_size=128,
+                bn="recal", bn_batches=2, workers=0, log_every=8),
+    # Seconds: tests.
+    "tiny": dict(dataset="synthetic", resolution=32, base_width=8, epochs=1, lr=0.01, lr_min=0.0, pretrain_epochs=1,
+                 pretrain_lr=0.05, batch_size=16, train_subset=64, valid_subset=32, weight_decay=1e-4, nesterov=False,
+                 method="rd", sampler="hamming", teacher="flops", eval_archs="3", eval_batch_size=32, bn="recal",
+                 bn_batches=1, workers=0, log_every=2),
 }}
 
 
@@ -1100,7 +1124,7 @@ def recalibrate_bn(net, arch, loader, batches):
         for k, (x, _) in enumerate(loader):
             if k == batches:
                 break
-            net(x.to(net.classifier.weight.device), arch)
+            net(x.to(next(net.parameters()).device), arch)
     for m in bns:
         m.momentum = 0.1
 
@@ -1112,7 +1136,7 @@ def subnet_accuracy(net, arch, loader, bn="train", recal_loader=None, bn_batches
         net.eval()
     else:
         net.train()   # batch statistics, as the authors' code evaluated
-    device, correct, total = net.classifier.weight.device, 0, 0
+    device, correct, total = next(net.parameters()).device, 0, 0
     with torch.no_grad():
         for x, y in loader:
             correct += (net(x.to(device), arch).argmax(1).cpu() == y).sum().item()
@@ -2042,6 +2066,292 @@ def resnet48_hamming(a, b):
 # About the mean Hamming distance of two random codes (measured: 34.6 over the 45,000 released codes,
 # checked in the tests), as mu = 6.7 is about the mean group distance on NB201.
 RESNET48_HAMMING_MU = 35.0
+
+
+
+# ---- ResNet48: teachers, data, distributed training and ranking ----
+
+def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=0):
+    """Teachers for the ResNet-like space (Table 1): FLOPs and params in closed form, Zen-score on a fresh net."""
+    if proxy in ("flops", "params"):
+        return resnet48_cost(arch, num_classes, base, resolution)[0 if proxy == "flops" else 1]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = ResNet48Net(arch, num_classes, base)
+    inputs, targets = batch
+    score = PROXIES[proxy](net.to(inputs.device), inputs, targets)
+    return score if math.isfinite(score) or score == -math.inf else -math.inf
+
+
+def resnet48_datasets(cfg):
+    """(train, valid, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
+    if cfg.dataset == "synthetic":
+        xtr, ytr, xva, yva = make_synthetic(n_train=cfg.train_subset or 2048, n_valid=cfg.valid_subset or 512,
+                                            side=cfg.resolution)
+        norm = lambda x: (x.float() / 255 - 0.5) / 0.25
+        return (torch.utils.data.TensorDataset(norm(xtr), ytr), torch.utils.data.TensorDataset(norm(xva), yva), 10)
+    if cfg.dataset != "imagenet":
+        raise UserError(f"--space resnet48 trains on --dataset imagenet or synthetic, not {cfg.dataset}")
+    import torchvision  # only the ImageNet path needs it
+    from torchvision import transforms as T
+    for split in ("train", "val"):
+        if not os.path.isdir(os.path.join(cfg.data, split)):
+            raise UserError(f"ImageNet not found: {os.path.join(cfg.data, split)!r} is missing; --data must hold "
+                            f"train/ and val/ in torchvision's ImageFolder layout (one folder per class)")
+    norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    train = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
+        [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
+    valid = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
+        [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
+    if cfg.train_subset:
+        train = torch.utils.data.Subset(train, range(cfg.train_subset))
+    if cfg.valid_subset:  # a fixed, class-balanced-in-expectation subset of val for ranking
+        idx = torch.randperm(len(valid), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
+        valid = torch.utils.data.Subset(valid, idx.tolist())
+    return train, valid, len(train.dataset.classes if hasattr(train, "dataset") else train.classes)
+
+
+def init_distributed(cfg):
+    """(rank, world_size, device). Under torchrun: one process per device, NCCL on GPU, gloo on CPU."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, get_device(cfg.device)
+    import torch.distributed as dist
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = get_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def resnet48_loaders(cfg, train, valid, rank, world, epoch_seed):
+    from torch.utils.data import DataLoader, DistributedSampler
+    per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
+    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
+    g = torch.Generator().manual_seed(epoch_seed)
+    train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
+                              num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
+    valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
+    return train_loader, valid_loader, sampler
+
+
+def resnet48_recal_loader(cfg, train):
+    from torch.utils.data import DataLoader
+    return DataLoader(train, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
+                      generator=torch.Generator().manual_seed(cfg.eval_seed))
+
+
+def rank_resnet48(net, archs, valid_loader, recal, cfg, table=None, every=0):
+    """Supernet accuracy of each arch, BN recalibrated per subnet (--bn recal), with progress lines."""
+    accs, t = [], time.time()
+    for k, arch in enumerate(archs):
+        accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal(), cfg.bn_batches))
+        if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
+            print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
+    record = dict(archs=[encode_resnet48_code(a) for a in archs], supernet_acc=accs)
+    if table is not None:
+        gt = []
+        for code in record["archs"]:
+            if code not in table:
+                raise UserError(f"the benchmark has no entry for code {code} ({len(table)} codes in it)")
+            gt.append(table[code])
+        record.update(gt=gt, metrics=rank_metrics(accs, gt))
+    return record
+
+
+def load_resnet48_table(path):
+    """A ResNet48 ground truth `arch,accuracy` (arch = 52-digit code) -> {code: accuracy}."""
+    if not path or path == "none":
+        return None
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
+    table = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"arch", "accuracy"} <= set(reader.fieldnames or []):
+            raise UserError(f"{path}: expected columns arch,accuracy (arch = 52-digit ResNet48 code)")
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[encode_resnet48_code(decode_resnet48_code(row["arch"]))] = float(row["accuracy"])
+            except ValueError as e:
+                raise UserError(f"{path}:{line}: {e}") from None
+    return table
+
+
+def build_resnet48(cfg, num_classes, device):
+    base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
+    return ResNet48Supernet(num_classes, base).to(device), base
+
+
+def train_resnet48(cfg):
+    """Two stages as in Sec. 3.1: SPOS pre-training (--pretrain-epochs, or --init), then --epochs of --method.
+
+    Under torchrun every rank runs this: DDP averages gradients, every rank draws the same subnets (one
+    seeded rng), only rank 0 logs and writes the checkpoint, and a resumed run needs the same world size.
+    """
+    rank, world, device = init_distributed(cfg)
+    main_rank = rank == 0
+    out = run_dir(cfg) if main_rank else (cfg.out or "")
+    ckpt_path = os.path.join(out or run_dir(cfg), "ckpt.pt")
+    if main_rank and os.path.exists(ckpt_path) and not cfg.resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    seed_everything(cfg.seed)                                # identical initial weights on every rank
+    train_set, valid_set, num_classes = resnet48_datasets(cfg)
+    net, base = build_resnet48(cfg, num_classes, device)
+    if cfg.init:
+        net.load_state_dict(load_checkpoint(cfg.init)["model"])
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # a subnet leaves the deeper blocks unused, hence find_unused_parameters
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    ctx = StepContext(cfg, (), random.Random(cfg.seed), sampler_fn=sample_resnet48,
+                      largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
+                      smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
+    if cfg.method == "fairnas":
+        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
+    if cfg.method == "rd":
+        name = parse_proxies([cfg.teacher])[0]
+        xb, yb = next(iter(torch.utils.data.DataLoader(valid_set, cfg.proxy_batch)))
+        ctx.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
+                                                       (xb.to(device), yb.to(device)), cfg.eval_seed),
+                              key=encode_resnet48_code, path=os.path.join(out, f"teacher_{name}.json") if main_rank else None)
+        distance = {"hamming": resnet48_hamming}.get(cfg.sampler)
+        if cfg.sampler == "group":
+            raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
+        mu = cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU
+        ctx.sampler = MarginSubnetSampler(ctx.sample_arch, distance, mu, cfg.candidates, cfg.max_tries, ctx.rng)
+    stages = ([("pretrain", cfg.pretrain_epochs, cfg.pretrain_lr, "spos")] if not cfg.init else []) + \
+             [("train", cfg.epochs, cfg.lr, cfg.method)]
+    total_epochs = sum(s[1] for s in stages)
+    start, history = 0, []
+    if cfg.resume and os.path.exists(ckpt_path):
+        ckpt = load_checkpoint(ckpt_path, cfg)
+        if ckpt["world_size"] != world:
+            raise UserError(f"{ckpt_path} was written by {ckpt['world_size']} processes; resume it with the same "
+                            f"--nproc_per_node (now {world})")
+        net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
+        start, history = ckpt["epoch"], ckpt["history"]
+        ctx.rng.setstate(ckpt["rng"]["python"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if main_rank:
+            print(f"resumed {out} at epoch {start}/{total_epochs}")
+    elif main_rank:
+        log_json(out, dict(event="config", config=dataclasses.asdict(cfg), world_size=world))
+    table = load_resnet48_table(cfg.benchmark)
+    eval_rng = random.Random(cfg.eval_seed)
+    eval_archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
+    epoch = 0
+    for stage, epochs, lr0, method in stages:
+        scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)
+        for e in range(epochs):
+            epoch += 1
+            if epoch <= start:
+                continue
+            train_loader, valid_loader, sampler = resnet48_loaders(cfg, train_set, valid_set, rank, world, cfg.seed + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            model.train()
+            ctx.epoch, steps, sums, t0 = e, len(train_loader), Counter(), time.time()
+            for step, (x, y) in enumerate(train_loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(scfg, e * steps + step, epochs * steps)
+                opt.zero_grad(set_to_none=True)
+                stats = METHODS[method](model, x, y, _with_cfg(ctx, scfg))
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                sums.update(stats, n=len(y))
+                if main_rank and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
+                    speed = sums["n"] * world / (time.time() - t0)
+                    print(f"{stage} epoch {e + 1}/{epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
+                          f"acc {100 * sums['correct'] / sums['n']:.2f}% {speed:.0f} img/s", flush=True)
+            if main_rank:
+                log_json(out, dict(event="epoch", stage=stage, epoch=epoch, loss=sums["loss"] / max(1, steps)))
+                if ctx.teacher is not None:
+                    ctx.teacher.save()
+                save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
+                                epoch=epoch, history=history, world_size=world,
+                                rng=dict(python=ctx.rng.getstate(), torch=torch.get_rng_state()))
+    # every rank reports a checksum of its weights: DDP keeps them identical
+    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64)
+    sums_all = [checksum.clone() for _ in range(world)]
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_gather(sums_all, checksum)
+    result = None
+    if main_rank:
+        recal = lambda: resnet48_recal_loader(cfg, train_set)
+        _, valid_loader, _ = resnet48_loaders(cfg, train_set, valid_set, 0, 1, cfg.seed)
+        record = rank_resnet48(net, eval_archs, valid_loader, recal, cfg, table)
+        summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth: none is public)"
+        print(f"eval: {len(eval_archs)} subnets, bn={cfg.bn}, mean acc {np.mean(record['supernet_acc']):.2f}%  {summary}")
+        result = dict(config=dataclasses.asdict(cfg), world_size=world, final=record,
+                      rank_weight_checksums=[float(c) for c in sums_all])
+        atomic_write_text(os.path.join(out, "results.json"), json.dumps(result, indent=1))
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _with_cfg(ctx, cfg):
+    """The step context with a stage's config (its method and epochs), sharing rng, sampler and teacher."""
+    ctx.cfg = cfg
+    return ctx
+
+
+def rank_main(cfg):
+    """--mode rank: score every code of --archs (competition JSON) with the supernet; write the submission."""
+    if not os.path.isfile(cfg.archs):
+        raise UserError(f"--archs {cfg.archs!r} not found; expected the competition JSON "
+                        f'{{"arch1": {{"acc": 0.0, "arch": "1..."}}, ...}}')
+    try:
+        with open(cfg.archs) as f:
+            entries = json.load(f)
+        codes = [(k, v["arch"]) for k, v in entries.items()]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise UserError(f"{cfg.archs} is not a competition JSON ({type(e).__name__}: {e})") from None
+    archs = []
+    for key, code in codes:
+        try:
+            archs.append(decode_resnet48_code(code))
+        except ValueError as e:
+            raise UserError(f"{cfg.archs}, {key}: {e}") from None
+    out, device = run_dir(cfg), get_device(cfg.device)
+    ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
+    mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
+                                                                      "train_subset", "valid_subset")})
+    train_set, valid_set, num_classes = resnet48_datasets(mcfg)
+    net, _ = build_resnet48(mcfg, num_classes, device)
+    net.load_state_dict(ckpt["model"])
+    _, valid_loader, _ = resnet48_loaders(mcfg, train_set, valid_set, 0, 1, cfg.seed)
+    recal = lambda: resnet48_recal_loader(mcfg, train_set)
+    print(f"ranking {len(archs)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
+    record = rank_resnet48(net, archs, valid_loader, recal, cfg, load_resnet48_table(cfg.benchmark),
+                           every=max(1, len(archs) // 20))
+    for (key, _), acc in zip(codes, record["supernet_acc"]):
+        entries[key]["acc"] = acc
+    path = os.path.join(out, "submission.json")
+    atomic_write_text(path, json.dumps(entries))
+    if "metrics" in record:
+        print(f"ranking against {cfg.benchmark}: {format_metrics(record['metrics'])}")
+    print(f"wrote {path}")
+    return path
+
+
+def resnet48_main(cfg):
+    if cfg.mode == "train":
+        return train_resnet48(cfg)
+    if cfg.mode == "rank":
+        return rank_main(cfg)
+    raise UserError(f"--space resnet48 supports --mode train and rank, not {cfg.mode}")
 
 
 # ---- Command line ----

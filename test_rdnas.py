@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import struct
 
 import numpy as np
@@ -725,3 +726,121 @@ def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch):
     rows = list(csv.DictReader(open(path)))
     assert all(float(r["accuracy"]) == pytest.approx((float(r["acc_seed0"]) + float(r["acc_seed1"])) / 2, abs=1e-3)
                for r in rows)
+
+
+# ---- ResNet48 (CVPR 2022 NAS Track 1) ----
+
+TRACK1 = os.path.join(SHARED, "CVPR_2022_NAS_Track1_test.json")
+
+
+def random_codes(n, seed=0):
+    rng = random.Random(seed)
+    return [rdnas.encode_resnet48_code(rdnas.sample_resnet48(rng)) for _ in range(n)]
+
+
+def test_resnet48_space_size_is_the_papers():
+    # sum over depths d of 7^d per stage, multiplied over the stages: 19600^3 * 6725593
+    assert rdnas.RESNET48_SPACE_SIZE == 19600 ** 3 * 6725593
+    assert f"{rdnas.RESNET48_SPACE_SIZE:.3g}" == "5.06e+19"
+
+
+@needs_shared
+def test_track1_codes_round_trip():
+    with open(TRACK1) as f:
+        codes = [v["arch"] for v in json.load(f).values()]
+    assert len(codes) == 45000
+    for code in codes:
+        assert rdnas.encode_resnet48_code(rdnas.decode_resnet48_code(code)) == code
+
+
+def test_random_codes_round_trip_and_widths():
+    for code in random_codes(300):
+        dec = rdnas.decode_resnet48_code(code)
+        assert rdnas.encode_resnet48_code(dec) == code and len(code) == 52
+    dec = rdnas.decode_resnet48_code("1252233313000000223212122253130000000000006515000000")
+    assert [len(s["mid"]) for s in dec["stages"]] == [2, 5, 2, 2] and dec["stem"] == 0.9
+    stem, stages = rdnas.resnet48_widths(dec)
+    assert stem == 56 and stages[0] == (56, [56, 64])          # 64 * 0.9 = 57.6 -> 56; 64 * 1.0 = 64
+    assert rdnas.make_divisible(512 * 0.7) == 360 and rdnas.make_divisible(64 * 0.95) == 64
+
+
+@pytest.mark.parametrize("code, says", [
+    ("12522", "expected 52 digits, got 5"),
+    ("2252233313000000223212122253130000000000006515000000", "position 0 (image size) is '2'; accepted: 1 (224)"),
+    ("1652233313000000223212122253130000000000006515000000", "position 1 (depth of stage 1) is 6; accepted: 2-5"),
+    ("1252283313000000223212122253130000000000006515000000", "position 5 is '8'; accepted width codes: 1-7"),
+    ("1252233313130000223212122253130000000000006515000000", "position 10 is '13' but block 3 of stage 1 is inactive"),
+    ("1252233314000000223212122253130000000000006515000000", "position 9 is 4; the out width is shared by a stage"),
+])
+def test_invalid_codes_name_the_position(code, says):
+    with pytest.raises(ValueError, match=re.escape(says)):
+        rdnas.decode_resnet48_code(code)
+
+
+def test_resnet48_subnet_equals_standalone_net_with_sliced_weights():
+    torch.manual_seed(0)
+    sn = rdnas.ResNet48Supernet(num_classes=10, base=(16, 32, 64, 128))
+    with torch.no_grad():
+        for m in sn.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2), m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5), m.bias.uniform_(-0.1, 0.1)
+    x = torch.randn(3, 3, 32, 32)
+    for code in random_codes(4, seed=5):
+        net = sn.extract(code)
+        for mode in (True, False):
+            sn.train(mode), net.train(mode)
+            torch.testing.assert_close(sn(x, code), net(x), rtol=1e-5, atol=1e-5)
+        assert rdnas.resnet48_cost(code, 10, (16, 32, 64, 128), 32) == pytest.approx(rdnas.count_cost(net, (3, 32, 32)))
+    assert rdnas.resnet48_cost(code) == pytest.approx(rdnas.count_cost(rdnas.ResNet48Net(code), (3, 224, 224)))
+
+
+@needs_shared
+def test_resnet48_hamming_threshold_is_about_the_mean_random_distance():
+    with open(TRACK1) as f:
+        codes = [v["arch"] for v in json.load(f).values()]
+    rng = random.Random(0)
+    mean = np.mean([rdnas.hamming_distance(rng.choice(codes), rng.choice(codes)) for _ in range(5000)])
+    assert abs(mean - rdnas.RESNET48_HAMMING_MU) < 1.5
+
+
+def test_resnet48_train_and_rank_write_a_submission(tmp_path, capsys):
+    out = str(tmp_path / "r48")
+    res = rdnas.main(["--space", "resnet48", "--preset", "tiny", "--out", out, "--method", "sandwich"])
+    assert len(res["final"]["supernet_acc"]) == 3
+    archs = {f"arch{k}": {"acc": 0.0, "arch": c} for k, c in enumerate(random_codes(4, seed=8))}
+    (tmp_path / "archs.json").write_text(json.dumps(archs))
+    gt = tmp_path / "gt.csv"
+    gt.write_text("arch,accuracy\n" + "".join(f"{v['arch']},{k}\n" for k, v in enumerate(archs.values())))
+    path = rdnas.main(["--space", "resnet48", "--preset", "tiny", "--mode", "rank", "--out", out,
+                       "--archs", str(tmp_path / "archs.json"), "--benchmark", str(gt)])
+    sub = json.load(open(path))
+    assert list(sub) == list(archs) and all(sub[k]["arch"] == archs[k]["arch"] for k in archs)
+    assert all(0 <= v["acc"] <= 100 for v in sub.values())
+    assert "ranking against" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"arch1": {"acc": 0, "arch": "1" * 52}}))
+    with pytest.raises(SystemExit, match="bad.json, arch1: ResNet48 code position 1"):
+        rdnas.main(["--space", "resnet48", "--preset", "tiny", "--mode", "rank", "--out", out, "--archs", str(bad)])
+
+
+def test_torchrun_two_processes_agree_write_once_and_resume(tmp_path):
+    import subprocess, sys, shutil
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    out = tmp_path / "ddp"
+    here = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+           os.path.join(here, "rdnas.py"), "--space", "resnet48", "--preset", "tiny", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.load(open(out / "results.json"))
+    assert res["world_size"] == 2 and res["rank_weight_checksums"][0] == res["rank_weight_checksums"][1]
+    assert run.stdout.count("eval: 3 subnets") == 1                      # only rank 0 logs
+    assert sorted(os.listdir(out)) == ["ckpt.pt", "log.jsonl", "results.json", "teacher_flops.json"]
+    again = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert again.returncode == 0 and "resumed" in again.stdout
+    assert json.load(open(out / "results.json"))["rank_weight_checksums"] == res["rank_weight_checksums"]
+    with pytest.raises(SystemExit, match="written by 2 processes"):
+        rdnas.main(["--space", "resnet48", "--preset", "tiny", "--out", str(out), "--resume"])

@@ -134,7 +134,7 @@ PRESETS = {"nb201": {
     # A few minutes on 2 CPU cores: the Fashion-MNIST mini-benchmark recipe of results/ (16x16, C=8, N=1).
     "cpu": dict(dataset="fashion-mnist", data="/usr/share/datasets/fashion-mnist", resolution=16, C=8, N=1,
                 train_subset=10000, valid_subset=2000, epochs=6, batch_size=128, lr=0.05, lr_min=0.0,
-                eval_archs="100", eval_batch_size=1000, proxy_batch=64),
+                eval_archs="200", eval_batch_size=1000, proxy_batch=64),
     # Seconds: the smoke test (synthetic data, tiny net).
     "tiny": dict(dataset="synthetic", resolution=8, C=4, N=1, train_subset=256, valid_subset=128, epochs=2,
                  batch_size=32, lr=0.05, lr_min=0.0, eval_archs="20", eval_batch_size=128, proxy_batch=16,
@@ -409,6 +409,243 @@ class NB201Supernet(NB201Macro):
         return net
 
 
+# ---- ResNet-like search space: ResNet48, CVPR 2022 NAS Track 1 (Sec. 3.1, Table 1) ----
+# ResNet with BasicBlocks; stage depths and block widths are searched. The competition's 52-character
+# code: [0] image-size code, [1:5] depth per stage, [5] stem width code, then for each of the 23 max
+# blocks two digits (mid width, out width), codes 1..7 indexing RESNET48_RATIOS, "00" when inactive.
+
+RESNET48_BASE = (64, 128, 256, 512)
+RESNET48_MAX_DEPTHS = (5, 5, 8, 5)
+RESNET48_MIN_DEPTH = 2
+RESNET48_STRIDES = (1, 2, 2, 2)
+RESNET48_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)         # code k -> RESNET48_RATIOS[k - 1]
+RESNET48_IMAGE_SIZES = {"1": 224}
+# Sec. 3.1: "5.06e19": one ratio per active block, summed over the depths of each stage, multiplied over stages.
+RESNET48_SPACE_SIZE = math.prod(sum(len(RESNET48_RATIOS) ** d for d in range(RESNET48_MIN_DEPTH, m + 1))
+                                for m in RESNET48_MAX_DEPTHS)
+
+
+def make_divisible(v, divisor=8):
+    """Round v to a multiple of `divisor`, never going more than 10% below v (MobileNet's rule)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def decode_resnet48_code(code):
+    """52-char code -> {image_size, stem, stages: [{out, mid: [ratio per active block]}]}; ValueError names the position."""
+    if not isinstance(code, str) or len(code) != 52 or not code.isdigit():
+        raise ValueError(f"ResNet48 code {code!r}: expected 52 digits, got {len(code) if isinstance(code, str) else type(code).__name__}")
+    if code[0] not in RESNET48_IMAGE_SIZES:
+        raise ValueError(f"ResNet48 code position 0 (image size) is {code[0]!r}; accepted: "
+                         + ", ".join(f"{k} ({v})" for k, v in RESNET48_IMAGE_SIZES.items()))
+    def ratio(pos):
+        if code[pos] not in "1234567":
+            raise ValueError(f"ResNet48 code position {pos} is {code[pos]!r}; accepted width codes: 1-7")
+        return RESNET48_RATIOS[int(code[pos]) - 1]
+    stages, pos = [], 6
+    for s, max_depth in enumerate(RESNET48_MAX_DEPTHS):
+        depth = int(code[1 + s])
+        if not RESNET48_MIN_DEPTH <= depth <= max_depth:
+            raise ValueError(f"ResNet48 code position {1 + s} (depth of stage {s + 1}) is {code[1 + s]}; "
+                             f"accepted: {RESNET48_MIN_DEPTH}-{max_depth}")
+        mids, out_pos = [], pos + 1
+        for b in range(max_depth):
+            p = pos + 2 * b
+            if b < depth:
+                mids.append(ratio(p))
+                ratio(p + 1)
+                if code[p + 1] != code[out_pos]:
+                    raise ValueError(f"ResNet48 code position {p + 1} is {code[p + 1]}; the out width is shared by a "
+                                     f"stage, accepted: {code[out_pos]} (as at position {out_pos})")
+            elif code[p:p + 2] != "00":
+                raise ValueError(f"ResNet48 code position {p} is {code[p:p + 2]!r} but block {b + 1} of stage {s + 1} "
+                                 f"is inactive (depth {depth}); accepted: 00")
+        stages.append(dict(out=ratio(out_pos), mid=mids))
+        pos += 2 * max_depth
+    return dict(image_size=RESNET48_IMAGE_SIZES[code[0]], stem=ratio(5), stages=stages)
+
+
+def encode_resnet48_code(decoded):
+    """The exact inverse of decode_resnet48_code."""
+    size_code = {v: k for k, v in RESNET48_IMAGE_SIZES.items()}[decoded["image_size"]]
+    digit = lambda r: str(RESNET48_RATIOS.index(r) + 1)
+    code = size_code + "".join(str(len(st["mid"])) for st in decoded["stages"]) + digit(decoded["stem"])
+    for st, max_depth in zip(decoded["stages"], RESNET48_MAX_DEPTHS):
+        code += "".join(digit(m) + digit(st["out"]) for m in st["mid"]) + "00" * (max_depth - len(st["mid"]))
+    return code
+
+
+def sample_resnet48(rng):
+    """A uniformly random decoded arch: each depth, each active block's mid ratio, each stage's out ratio and the stem."""
+    stages = [dict(out=rng.choice(RESNET48_RATIOS),
+                   mid=[rng.choice(RESNET48_RATIOS) for _ in range(rng.randint(RESNET48_MIN_DEPTH, m))])
+              for m in RESNET48_MAX_DEPTHS]
+    return dict(image_size=224, stem=rng.choice(RESNET48_RATIOS), stages=stages)
+
+
+def resnet48_widths(decoded, base=RESNET48_BASE):
+    """Channel numbers of a decoded arch: stem, and per stage (out, [mid per block]), make_divisible by 8."""
+    stem = make_divisible(base[0] * decoded["stem"])
+    return stem, [(make_divisible(b * st["out"]), [make_divisible(b * m) for m in st["mid"]])
+                  for b, st in zip(base, decoded["stages"])]
+
+
+class SlimConv2d(nn.Conv2d):
+    """A conv whose subnets use the first in/out channels of the shared weight (slimmable slicing)."""
+
+    def forward(self, x, out_channels=None):
+        w = self.weight[: out_channels or self.out_channels, : x.shape[1]]
+        return F.conv2d(x, w, None, self.stride, self.padding)
+
+
+class SlimBatchNorm2d(nn.BatchNorm2d):
+    """BN over the first C channels of shared statistics and affine parameters; recalibrated per subnet."""
+
+    def forward(self, x):
+        C = x.shape[1]
+        factor = 0.0
+        if self.training:
+            self.num_batches_tracked += 1
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        return F.batch_norm(x, self.running_mean[:C], self.running_var[:C], self.weight[:C], self.bias[:C],
+                            self.training, factor, self.eps)
+
+
+class ResNet48Block(nn.Module):
+    """BasicBlock: conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus shortcut (conv1x1 + BN when shape changes)."""
+
+    def __init__(self, C_in, C_mid, C_out, stride, conv=nn.Conv2d, bn=nn.BatchNorm2d, projection=None):
+        super().__init__()
+        self.stride = stride
+        self.conv1, self.bn1 = conv(C_in, C_mid, 3, stride, 1, bias=False), bn(C_mid)
+        self.conv2, self.bn2 = conv(C_mid, C_out, 3, 1, 1, bias=False), bn(C_out)
+        projection = (stride != 1 or C_in != C_out) if projection is None else projection
+        self.shortcut = nn.Sequential(conv(C_in, C_out, 1, stride, bias=False), bn(C_out)) if projection else None
+
+    def forward(self, x, mid=None, out=None):
+        slim = isinstance(self.conv1, SlimConv2d)
+        h = F.relu(self.bn1(self.conv1(x, mid) if slim else self.conv1(x)))
+        h = self.bn2(self.conv2(h, out) if slim else self.conv2(h))
+        needs_projection = self.stride != 1 or x.shape[1] != h.shape[1]
+        if needs_projection:
+            sc = self.shortcut[1](self.shortcut[0](x, out) if slim else self.shortcut[0](x))
+        else:
+            sc = x
+        return F.relu(h + sc)
+
+
+class ResNet48Net(nn.Module):
+    """The stand-alone network of one ResNet48 code (7x7/2 stem + maxpool, 4 stages of BasicBlocks, GAP, FC)."""
+
+    def __init__(self, code, num_classes=1000, base=RESNET48_BASE, in_channels=3):
+        super().__init__()
+        self.decoded = decode_resnet48_code(code) if isinstance(code, str) else code
+        stem, stages = resnet48_widths(self.decoded, base)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem),
+                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        blocks, C = [], stem
+        for (out, mids), stride in zip(stages, RESNET48_STRIDES):
+            for b, mid in enumerate(mids):
+                blocks.append(ResNet48Block(C, mid, out, stride if b == 0 else 1))
+                C = out
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(C, num_classes)
+
+    def features(self, x):                                  # x: (B, 3, H, W)
+        x = self.stem(x)                                    # (B, stem, H/4, W/4)
+        for block in self.blocks:
+            x = block(x)
+        return x                                            # (B, C_last, H/32, W/32)
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))       # (B, classes)
+
+
+class ResNet48Supernet(nn.Module):
+    """Slimmable ResNet48 supernet: elastic depth (the first d blocks of a stage) and elastic width (the first
+    channels of every weight). forward(x, arch) takes a decoded arch or a list of them (one logits each)."""
+
+    def __init__(self, num_classes=1000, base=RESNET48_BASE, in_channels=3):
+        super().__init__()
+        self.base, self.num_classes, self.in_channels = tuple(base), num_classes, in_channels
+        full = make_divisible(base[0])
+        self.stem_conv, self.stem_bn = SlimConv2d(in_channels, full, 7, 2, 3, bias=False), SlimBatchNorm2d(full)
+        self.stages = nn.ModuleList()
+        C = full
+        for b, depth, stride in zip(base, RESNET48_MAX_DEPTHS, RESNET48_STRIDES):
+            width = make_divisible(b)
+            # the first block of a stage always owns a projection: a subnet may change the width there
+            self.stages.append(nn.ModuleList(
+                ResNet48Block(C if k == 0 else width, width, width, stride if k == 0 else 1, SlimConv2d,
+                              SlimBatchNorm2d, projection=(k == 0)) for k in range(depth)))
+            C = width
+        self.fc = nn.Linear(C, num_classes)
+
+    def forward(self, x, arch):
+        if isinstance(arch, list):
+            return [self.forward(x, a) for a in arch]
+        arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
+        stem, stages = resnet48_widths(arch, self.base)
+        h = F.max_pool2d(F.relu(self.stem_bn(self.stem_conv(x, stem))), 3, 2, 1)   # (B, stem, H/4, W/4)
+        for blocks, (out, mids) in zip(self.stages, stages):
+            for block, mid in zip(blocks, mids):                                     # elastic depth
+                h = block(h, mid, out)
+        h = h.mean((2, 3))                                                           # (B, out_last)
+        return F.linear(h, self.fc.weight[:, : h.shape[1]], self.fc.bias)
+
+    def extract(self, arch):
+        """The stand-alone ResNet48Net of `arch` holding this supernet's sliced weights and BN statistics."""
+        arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
+        net = ResNet48Net(arch, self.num_classes, self.base, self.in_channels).to(self.fc.weight.device)
+        sources = [(net.stem[0], self.stem_conv), (net.stem[1], self.stem_bn)]
+        supers = [blk for blocks, st in zip(self.stages, arch["stages"]) for blk in list(blocks)[: len(st["mid"])]]
+        for small, big in zip(net.blocks, supers):
+            sources += [(small.conv1, big.conv1), (small.bn1, big.bn1), (small.conv2, big.conv2), (small.bn2, big.bn2)]
+            if small.shortcut is not None:
+                sources += [(small.shortcut[0], big.shortcut[0]), (small.shortcut[1], big.shortcut[1])]
+        sources.append((net.fc, self.fc))
+        with torch.no_grad():
+            for small, big in sources:
+                for name, t in list(small.named_parameters(recurse=False)) + list(small.named_buffers(recurse=False)):
+                    src = getattr(big, name)
+                    t.copy_(src if t.dim() == 0 else src[tuple(slice(0, n) for n in t.shape)])
+        return net
+
+
+def resnet48_cost(arch, num_classes=1000, base=RESNET48_BASE, resolution=224, in_channels=3):
+    """(MFLOPs, Mparams) of a ResNet48 arch in closed form (conv + linear multiply-adds, NB201's convention)."""
+    arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
+    stem, stages = resnet48_widths(arch, base)
+    side = (resolution + 1) // 2                                     # 7x7/2 stem
+    macs = side * side * stem * in_channels * 49
+    n = stem * in_channels * 49 + 2 * stem
+    side = (side + 1) // 2                                           # 3x3/2 max pool
+    C = stem
+    for (out, mids), stride in zip(stages, RESNET48_STRIDES):
+        for b, mid in enumerate(mids):
+            s = stride if b == 0 else 1
+            side = (side + s - 1) // s
+            macs += side * side * (C * mid * 9 + mid * out * 9)
+            n += C * mid * 9 + mid * out * 9 + 2 * mid + 2 * out
+            if s != 1 or C != out:
+                macs += side * side * C * out
+                n += C * out + 2 * out
+            C = out
+    macs += C * num_classes
+    n += C * num_classes + num_classes
+    return macs / 1e6, n / 1e6
+
+
+def resnet48_hamming(a, b):
+    """Hamming distance between two ResNet48 archs, over the digits of their 52-character codes."""
+    return hamming_distance(encode_resnet48_code(a), encode_resnet48_code(b))
+
+
+# About the mean Hamming distance of two random codes (measured: 34.6 over the 45,000 released codes,
+# checked in the tests), as mu = 6.7 is about the mean group distance on NB201.
+RESNET48_HAMMING_MU = 35.0
+
+
 # ---- Data ----
 # Every dataset becomes uint8 tensors held in memory (N, C, H, W) plus int64 labels; batches are cut,
 # normalised and augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
@@ -579,127 +816,6 @@ def make_loaders(data, cfg, generator, augment=None):
     return train, valid
 
 
-# ---- Ranking metrics (Sec. 2.1 and 3.2) ----
-
-def concordant_pair_ratio(pred, true):
-    """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
-
-    (The authors' public code compared a list with itself and always got 1.0: Table 2's 100.0 rows.)
-    """
-    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    n, concordant = len(pred), 0
-    for start in range(0, n, 2048):  # row blocks keep memory at O(2048 * n) for the 15,625-arch space
-        block = slice(start, min(n, start + 2048))
-        prod = (true[block, None] - true[None, :]) * (pred[block, None] - pred[None, :])   # (b, n)
-        upper = np.arange(block.start, block.stop)[:, None] < np.arange(n)[None, :]        # only pairs i < j
-        concordant += int(np.count_nonzero((prod > 0) & upper))
-    return concordant / (n * (n - 1) / 2)
-
-
-def precision_at_top(pred, true, fraction=0.1):
-    """P@top-k: the share of the true top-k archs found in the predicted top-k (k = fraction * n)."""
-    k = max(1, int(round(fraction * len(pred))))
-    top_pred = set(np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")[:k])
-    top_true = set(np.argsort(-np.asarray(true, dtype=np.float64), kind="stable")[:k])
-    return len(top_pred & top_true) / k
-
-
-def rank_metrics(pred, true):
-    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
-    from scipy import stats  # imported here so `import rdnas` stays light
-    pred = np.asarray(pred, dtype=np.float64)
-    finite = pred[np.isfinite(pred)]
-    low, high = (finite.min() - 1, finite.max() + 1) if len(finite) else (-1.0, 1.0)
-    pred = np.where(np.isnan(pred) | np.isneginf(pred), low, np.where(np.isposinf(pred), high, pred))  # NaN/-inf last
-    true = np.asarray(true, dtype=np.float64)
-    if len(pred) < 2 or len(pred) != len(true):
-        raise UserError(f"rank_metrics needs two equal-length lists of at least 2 scores, got {len(pred)} and {len(true)}")
-    def safe(x):
-        return float(x) if np.isfinite(x) else 0.0  # a constant prediction has no correlation, not NaN
-    with np.errstate(all="ignore"):
-        tau = safe(stats.kendalltau(pred, true).statistic)
-        r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
-        rho = safe(stats.spearmanr(pred, true).statistic)
-    return dict(tau=tau, r=r, rho=rho, cpr=concordant_pair_ratio(pred, true), p_top10=precision_at_top(pred, true))
-
-
-def format_metrics(m):
-    return "  ".join(f"{k}={100 * v:6.2f}" for k, v in m.items())
-
-
-# ---- Ground truth: NAS-Bench-201 tables ----
-# Layouts read (see ../shared/data/SOURCES.md), all keyed by arch string:
-#   per-dataset NB201 table: `arch str,...,train accuracy,validation accuracy,test accuracy`
-#   NATS-Bench 3-dataset test table: `CIFAR10TestAccuracy200Epochs,...,ArchitectureString`
-#   plain table (ours, e.g. results/): `arch,accuracy`, plus any extra columns
-NATS_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs", "cifar100": "CIFAR100TestAccuracy200Epochs",
-                "imagenet16-120": "ImageNetTestAccuracy200Epochs"}
-NB201_COLUMNS = {"train": "train accuracy", "valid": "validation accuracy", "test": "test accuracy"}
-NB201_FILE_DATASETS = {"cifar10-valid": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16-120"}
-
-
-def load_benchmark(path, dataset="cifar10", metric="valid"):
-    """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        if "arch str" in header:
-            base = os.path.basename(path)
-            for tag, ds in NB201_FILE_DATASETS.items():   # nb201_<dataset>_... names say which dataset they hold
-                if base.startswith(f"nb201_{tag}_") and ds != dataset:
-                    raise UserError(f"{base} holds {tag} accuracies but --dataset is {dataset}")
-            arch_col, acc_col = "arch str", NB201_COLUMNS[metric]
-        elif "ArchitectureString" in header:
-            if metric != "test" or dataset not in NATS_COLUMNS:
-                raise UserError(f"{os.path.basename(path)} has only test accuracies of cifar10, cifar100, "
-                                f"imagenet16-120; use --gt-metric test and one of those datasets")
-            arch_col, acc_col = "ArchitectureString", NATS_COLUMNS[dataset]
-        elif "arch" in header and "accuracy" in header:
-            arch_col, acc_col = "arch", "accuracy"
-        else:
-            raise UserError(f"{path}: unknown table layout {header[:4]}...; accepted: NB201 'arch str,...,validation "
-                            f"accuracy', NATS 'CIFAR10TestAccuracy200Epochs,...,ArchitectureString', or 'arch,accuracy'")
-        table = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                table[arch_to_str(str_to_arch(row[arch_col]))] = float(row[acc_col])
-            except (UserError, ValueError, TypeError) as e:
-                raise UserError(f"{path}:{line}: {e}") from None
-    if not table:
-        raise UserError(f"{path} has no rows")
-    return table
-
-
-def lookup(table, arch, path="the benchmark"):
-    key = arch_to_str(arch)
-    if key not in table:
-        raise UserError(f"{path} has no entry for arch {key} ({len(table)} archs in the table)")
-    return table[key]
-
-
-def export_benchmark(api, out_dir, hp="200"):
-    """Write the per-dataset CSVs that load_benchmark reads from an official API object.
-
-    `api` is nats_bench.create(path, 'tss') or nas_201_api.NASBench201API(path). hp='200' and the
-    mean over seeds (is_random=False) are the figures papers quote; the API's default hp='12' is not.
-    """
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for tag in NB201_FILE_DATASETS:  # get_more_info: valid = x-valid; test = ori-test (cifar10-valid) or x-test
-        path = os.path.join(out_dir, f"nb201_{tag}_{hp}ep_train_valid_test.csv")
-        with open(path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["file id", "arch str", "cfg name", "C", "N"] + list(NB201_COLUMNS.values()))
-            for index in range(len(api)):
-                info = api.get_more_info(index, tag, hp=hp, is_random=False)
-                w.writerow([index, arch_to_str(str_to_arch(api.arch(index))), "infer.tiny", 16, 5,
-                            info["train-accuracy"], info["valid-accuracy"], info["test-accuracy"]])
-        written.append(path)
-    return written
-
-
 # ---- Zero-cost proxies: the teachers (Sec. 2.1, Table 2, Fig. 1) ----
 # Each proxy is fn(net, inputs, targets) -> float, larger = predicted better. A proxy works on a private
 # copy of the network, so the caller's weights, buffers, mode and input are never touched.
@@ -790,29 +906,27 @@ def zen(net, inputs, targets, gamma=1e-2):
     """Zen-score (Lin et al., ICCV 2021, ref. [3]) (data-free):
     log E ||f(x) - f(x + gamma*eps)||_1 + sum over BN of log sqrt(mean sigma^2), with w ~ N(0, 1), BN in train mode.
 
-    f is the pre-pooling feature map; sigma^2 is each BN layer's batch variance on x (its running
-    variance with momentum 1), the scale that BN divided out.
+    f is the pre-pooling feature map; sigma^2 is each BN layer's running variance after the forward of x,
+    with momentum 1 so that it is exactly that batch's variance, the scale BN divided out.
     """
     net = copy.deepcopy(net).train()
     g = torch.Generator(device=inputs.device).manual_seed(0)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.normal_(generator=g)
                 if m.bias is not None:
                     m.bias.zero_()
+        for m in bns:
+            m.momentum = 1.0
         x = torch.randn(inputs.shape, generator=g, device=inputs.device)
         x2 = x + gamma * torch.randn(inputs.shape, generator=g, device=inputs.device)
-        variances = []
-        hooks = [m.register_forward_hook(lambda m, i, o: variances.append(i[0].var((0, 2, 3), unbiased=False).mean()))
-                 for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
         f1 = net.features(x)                                     # (B, C', H', W')
-        for h in hooks:
-            h.remove()
+        log_bn = sum(torch.log(m.running_var.mean().sqrt()) for m in bns)
         f2 = net.features(x2)
         delta = (f1 - f2).abs().sum((1, 2, 3)).mean()
-        score = torch.log(delta) + sum(torch.log(v.sqrt()) for v in variances)
-    score = float(score)
+        score = float(torch.log(delta) + log_bn)
     return score if math.isfinite(score) else -math.inf
 
 
@@ -1111,6 +1225,127 @@ def make_sampler(cfg, ctx):
     return MarginSubnetSampler(ctx.sample_arch, distance, resolved_mu(cfg), cfg.candidates, cfg.max_tries, ctx.rng)
 
 
+# ---- Ranking metrics (Sec. 2.1 and 3.2) ----
+
+def concordant_pair_ratio(pred, true):
+    """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
+
+    (The authors' public code compared a list with itself and always got 1.0: Table 2's 100.0 rows.)
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    n, concordant = len(pred), 0
+    for start in range(0, n, 2048):  # row blocks keep memory at O(2048 * n) for the 15,625-arch space
+        block = slice(start, min(n, start + 2048))
+        prod = (true[block, None] - true[None, :]) * (pred[block, None] - pred[None, :])   # (b, n)
+        upper = np.arange(block.start, block.stop)[:, None] < np.arange(n)[None, :]        # only pairs i < j
+        concordant += int(np.count_nonzero((prod > 0) & upper))
+    return concordant / (n * (n - 1) / 2)
+
+
+def precision_at_top(pred, true, fraction=0.1):
+    """P@top-k: the share of the true top-k archs found in the predicted top-k (k = fraction * n)."""
+    k = max(1, int(round(fraction * len(pred))))
+    top_pred = set(np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")[:k])
+    top_true = set(np.argsort(-np.asarray(true, dtype=np.float64), kind="stable")[:k])
+    return len(top_pred & top_true) / k
+
+
+def rank_metrics(pred, true):
+    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
+    from scipy import stats  # imported here so `import rdnas` stays light
+    pred = np.asarray(pred, dtype=np.float64)
+    finite = pred[np.isfinite(pred)]
+    low, high = (finite.min() - 1, finite.max() + 1) if len(finite) else (-1.0, 1.0)
+    pred = np.where(np.isnan(pred) | np.isneginf(pred), low, np.where(np.isposinf(pred), high, pred))  # NaN/-inf last
+    true = np.asarray(true, dtype=np.float64)
+    if len(pred) < 2 or len(pred) != len(true):
+        raise UserError(f"rank_metrics needs two equal-length lists of at least 2 scores, got {len(pred)} and {len(true)}")
+    def safe(x):
+        return float(x) if np.isfinite(x) else 0.0  # a constant prediction has no correlation, not NaN
+    with np.errstate(all="ignore"):
+        tau = safe(stats.kendalltau(pred, true).statistic)
+        r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
+        rho = safe(stats.spearmanr(pred, true).statistic)
+    return dict(tau=tau, r=r, rho=rho, cpr=concordant_pair_ratio(pred, true), p_top10=precision_at_top(pred, true))
+
+
+def format_metrics(m):
+    return "  ".join(f"{k}={100 * v:6.2f}" for k, v in m.items())
+
+
+# ---- Ground truth: NAS-Bench-201 tables ----
+# Layouts read (see ../shared/data/SOURCES.md), all keyed by arch string:
+#   per-dataset NB201 table: `arch str,...,train accuracy,validation accuracy,test accuracy`
+#   NATS-Bench 3-dataset test table: `CIFAR10TestAccuracy200Epochs,...,ArchitectureString`
+#   plain table (ours, e.g. results/): `arch,accuracy`, plus any extra columns
+NATS_COLUMNS = {"cifar10": "CIFAR10TestAccuracy200Epochs", "cifar100": "CIFAR100TestAccuracy200Epochs",
+                "imagenet16-120": "ImageNetTestAccuracy200Epochs"}
+NB201_COLUMNS = {"train": "train accuracy", "valid": "validation accuracy", "test": "test accuracy"}
+NB201_FILE_DATASETS = {"cifar10-valid": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16-120"}
+
+
+def load_benchmark(path, dataset="cifar10", metric="valid"):
+    """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        if "arch str" in header:
+            base = os.path.basename(path)
+            for tag, ds in NB201_FILE_DATASETS.items():   # nb201_<dataset>_... names say which dataset they hold
+                if base.startswith(f"nb201_{tag}_") and ds != dataset:
+                    raise UserError(f"{base} holds {tag} accuracies but --dataset is {dataset}")
+            arch_col, acc_col = "arch str", NB201_COLUMNS[metric]
+        elif "ArchitectureString" in header:
+            if metric != "test" or dataset not in NATS_COLUMNS:
+                raise UserError(f"{os.path.basename(path)} has only test accuracies of cifar10, cifar100, "
+                                f"imagenet16-120; use --gt-metric test and one of those datasets")
+            arch_col, acc_col = "ArchitectureString", NATS_COLUMNS[dataset]
+        elif "arch" in header and "accuracy" in header:
+            arch_col, acc_col = "arch", "accuracy"
+        else:
+            raise UserError(f"{path}: unknown table layout {header[:4]}...; accepted: NB201 'arch str,...,validation "
+                            f"accuracy', NATS 'CIFAR10TestAccuracy200Epochs,...,ArchitectureString', or 'arch,accuracy'")
+        table = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[arch_to_str(str_to_arch(row[arch_col]))] = float(row[acc_col])
+            except (UserError, ValueError, TypeError) as e:
+                raise UserError(f"{path}:{line}: {e}") from None
+    if not table:
+        raise UserError(f"{path} has no rows")
+    return table
+
+
+def lookup(table, arch, path="the benchmark"):
+    key = arch_to_str(arch)
+    if key not in table:
+        raise UserError(f"{path} has no entry for arch {key} ({len(table)} archs in the table)")
+    return table[key]
+
+
+def export_benchmark(api, out_dir, hp="200"):
+    """Write the per-dataset CSVs that load_benchmark reads from an official API object.
+
+    `api` is nats_bench.create(path, 'tss') or nas_201_api.NASBench201API(path). hp='200' and the
+    mean over seeds (is_random=False) are the figures papers quote; the API's default hp='12' is not.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for tag in NB201_FILE_DATASETS:  # get_more_info: valid = x-valid; test = ori-test (cifar10-valid) or x-test
+        path = os.path.join(out_dir, f"nb201_{tag}_{hp}ep_train_valid_test.csv")
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file id", "arch str", "cfg name", "C", "N"] + list(NB201_COLUMNS.values()))
+            for index in range(len(api)):
+                info = api.get_more_info(index, tag, hp=hp, is_random=False)
+                w.writerow([index, arch_to_str(str_to_arch(api.arch(index))), "infer.tiny", 16, 5,
+                            info["train-accuracy"], info["valid-accuracy"], info["test-accuracy"]])
+        written.append(path)
+    return written
+
+
 # ---- Ranking evaluation (Sec. 3.2: 200 random subnets, tau / r / rho / CPR) ----
 
 def recalibrate_bn(net, arch, loader, batches):
@@ -1295,7 +1530,7 @@ def train(cfg):
         if ctx.sampler is not None:
             ctx.sampler.fallbacks = ckpt["rng"]["fallbacks"]
         print(f"resumed {out} at epoch {start_epoch}/{cfg.epochs}")
-    elif start_epoch == 0:
+    else:
         log_json(out, dict(event="config", config=dataclasses.asdict(cfg), benchmark=table_path, split=data["split"]))
         if table is None:
             print("no ground truth given (--benchmark): subnets are trained and ranked, but no correlation is computed")
@@ -1361,6 +1596,291 @@ def evaluate_and_log(net, archs, valid_loader, cfg, recal, table, out, epoch):
           f"[{time.time() - t:.1f}s]", flush=True)
     log_json(out, record)
     return record
+
+
+# ---- ResNet48: teachers, data, distributed training and ranking ----
+
+def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=0):
+    """Teachers for the ResNet-like space (Table 1): FLOPs and params in closed form, Zen-score on a fresh net."""
+    if proxy in ("flops", "params"):
+        return resnet48_cost(arch, num_classes, base, resolution)[0 if proxy == "flops" else 1]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = ResNet48Net(arch, num_classes, base)
+    inputs, targets = batch
+    score = PROXIES[proxy](net.to(inputs.device), inputs, targets)
+    return score if math.isfinite(score) or score == -math.inf else -math.inf
+
+
+def resnet48_datasets(cfg):
+    """(train, valid, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
+    if cfg.dataset == "synthetic":
+        xtr, ytr, xva, yva = make_synthetic(n_train=cfg.train_subset or 2048, n_valid=cfg.valid_subset or 512,
+                                            side=cfg.resolution)
+        norm = lambda x: (x.float() / 255 - 0.5) / 0.25
+        return (torch.utils.data.TensorDataset(norm(xtr), ytr), torch.utils.data.TensorDataset(norm(xva), yva), 10)
+    if cfg.dataset != "imagenet":
+        raise UserError(f"--space resnet48 trains on --dataset imagenet or synthetic, not {cfg.dataset}")
+    import torchvision  # only the ImageNet path needs it
+    from torchvision import transforms as T
+    for split in ("train", "val"):
+        if not os.path.isdir(os.path.join(cfg.data, split)):
+            raise UserError(f"ImageNet not found: {os.path.join(cfg.data, split)!r} is missing; --data must hold "
+                            f"train/ and val/ in torchvision's ImageFolder layout (one folder per class)")
+    norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    train = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
+        [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
+    valid = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
+        [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
+    if cfg.train_subset:
+        train = torch.utils.data.Subset(train, range(cfg.train_subset))
+    if cfg.valid_subset:  # a fixed, class-balanced-in-expectation subset of val for ranking
+        idx = torch.randperm(len(valid), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
+        valid = torch.utils.data.Subset(valid, idx.tolist())
+    return train, valid, len(train.dataset.classes if hasattr(train, "dataset") else train.classes)
+
+
+def init_distributed(cfg):
+    """(rank, world_size, device). Under torchrun: one process per device, NCCL on GPU, gloo on CPU."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, get_device(cfg.device)
+    import torch.distributed as dist
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = get_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def resnet48_loaders(cfg, train, valid, rank, world, epoch_seed):
+    from torch.utils.data import DataLoader, DistributedSampler
+    per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
+    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
+    g = torch.Generator().manual_seed(epoch_seed)
+    train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
+                              num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
+    valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
+    return train_loader, valid_loader, sampler
+
+
+def resnet48_recal_loader(cfg, train):
+    from torch.utils.data import DataLoader
+    return DataLoader(train, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
+                      generator=torch.Generator().manual_seed(cfg.eval_seed))
+
+
+def rank_resnet48(net, archs, valid_loader, recal, cfg, table=None, every=0):
+    """Supernet accuracy of each arch, BN recalibrated per subnet (--bn recal), with progress lines."""
+    accs, t = [], time.time()
+    for k, arch in enumerate(archs):
+        accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal(), cfg.bn_batches))
+        if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
+            print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
+    record = dict(archs=[encode_resnet48_code(a) for a in archs], supernet_acc=accs)
+    if table is not None:
+        gt = []
+        for code in record["archs"]:
+            if code not in table:
+                raise UserError(f"the benchmark has no entry for code {code} ({len(table)} codes in it)")
+            gt.append(table[code])
+        record.update(gt=gt, metrics=rank_metrics(accs, gt))
+    return record
+
+
+def load_resnet48_table(path):
+    """A ResNet48 ground truth `arch,accuracy` (arch = 52-digit code) -> {code: accuracy}."""
+    if not path or path == "none":
+        return None
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
+    table = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"arch", "accuracy"} <= set(reader.fieldnames or []):
+            raise UserError(f"{path}: expected columns arch,accuracy (arch = 52-digit ResNet48 code)")
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[encode_resnet48_code(decode_resnet48_code(row["arch"]))] = float(row["accuracy"])
+            except ValueError as e:
+                raise UserError(f"{path}:{line}: {e}") from None
+    return table
+
+
+def build_resnet48(cfg, num_classes, device):
+    base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
+    return ResNet48Supernet(num_classes, base).to(device), base
+
+
+def train_resnet48(cfg):
+    """Two stages as in Sec. 3.1: SPOS pre-training (--pretrain-epochs, or --init), then --epochs of --method.
+
+    Under torchrun every rank runs this: DDP averages gradients, every rank draws the same subnets (one
+    seeded rng), only rank 0 logs and writes the checkpoint, and a resumed run needs the same world size.
+    """
+    rank, world, device = init_distributed(cfg)
+    main_rank = rank == 0
+    out = run_dir(cfg) if main_rank else (cfg.out or "")
+    ckpt_path = os.path.join(out or run_dir(cfg), "ckpt.pt")
+    if main_rank and os.path.exists(ckpt_path) and not cfg.resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    seed_everything(cfg.seed)                                # identical initial weights on every rank
+    train_set, valid_set, num_classes = resnet48_datasets(cfg)
+    net, base = build_resnet48(cfg, num_classes, device)
+    if cfg.init:
+        net.load_state_dict(load_checkpoint(cfg.init)["model"])
+    model = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        # a subnet leaves the deeper blocks unused, hence find_unused_parameters
+        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    ctx = StepContext(cfg, (), random.Random(cfg.seed), sampler_fn=sample_resnet48,
+                      largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
+                      smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
+    if cfg.method == "fairnas":
+        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
+    if cfg.method == "rd":
+        name = parse_proxies([cfg.teacher])[0]
+        xb, yb = next(iter(torch.utils.data.DataLoader(valid_set, cfg.proxy_batch)))
+        ctx.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
+                                                       (xb.to(device), yb.to(device)), cfg.eval_seed),
+                              key=encode_resnet48_code, path=os.path.join(out, f"teacher_{name}.json") if main_rank else None)
+        distance = {"hamming": resnet48_hamming}.get(cfg.sampler)
+        if cfg.sampler == "group":
+            raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
+        mu = cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU
+        ctx.sampler = MarginSubnetSampler(ctx.sample_arch, distance, mu, cfg.candidates, cfg.max_tries, ctx.rng)
+    stages = ([("pretrain", cfg.pretrain_epochs, cfg.pretrain_lr, "spos")] if not cfg.init else []) + \
+             [("train", cfg.epochs, cfg.lr, cfg.method)]
+    total_epochs = sum(s[1] for s in stages)
+    start, history = 0, []
+    if cfg.resume and os.path.exists(ckpt_path):
+        ckpt = load_checkpoint(ckpt_path, cfg)
+        if ckpt["world_size"] != world:
+            raise UserError(f"{ckpt_path} was written by {ckpt['world_size']} processes; resume it with the same "
+                            f"--nproc_per_node (now {world})")
+        net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
+        start, history = ckpt["epoch"], ckpt["history"]
+        ctx.rng.setstate(ckpt["rng"]["python"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if main_rank:
+            print(f"resumed {out} at epoch {start}/{total_epochs}")
+    elif main_rank:
+        log_json(out, dict(event="config", config=dataclasses.asdict(cfg), world_size=world))
+    table = load_resnet48_table(cfg.benchmark)
+    eval_rng = random.Random(cfg.eval_seed)
+    eval_archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
+    epoch = 0
+    for stage, epochs, lr0, method in stages:
+        scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)
+        for e in range(epochs):
+            epoch += 1
+            if epoch <= start:
+                continue
+            train_loader, valid_loader, sampler = resnet48_loaders(cfg, train_set, valid_set, rank, world, cfg.seed + epoch)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            model.train()
+            ctx.epoch, steps, sums, t0 = e, len(train_loader), Counter(), time.time()
+            for step, (x, y) in enumerate(train_loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(scfg, e * steps + step, epochs * steps)
+                opt.zero_grad(set_to_none=True)
+                stats = METHODS[method](model, x, y, _with_cfg(ctx, scfg))
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                sums.update(stats, n=len(y))
+                if main_rank and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
+                    speed = sums["n"] * world / (time.time() - t0)
+                    print(f"{stage} epoch {e + 1}/{epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
+                          f"acc {100 * sums['correct'] / sums['n']:.2f}% {speed:.0f} img/s", flush=True)
+            if main_rank:
+                log_json(out, dict(event="epoch", stage=stage, epoch=epoch, loss=sums["loss"] / max(1, steps)))
+                if ctx.teacher is not None:
+                    ctx.teacher.save()
+                save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
+                                epoch=epoch, history=history, world_size=world,
+                                rng=dict(python=ctx.rng.getstate(), torch=torch.get_rng_state()))
+    # every rank reports a checksum of its weights: DDP keeps them identical
+    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64)
+    sums_all = [checksum.clone() for _ in range(world)]
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_gather(sums_all, checksum)
+    result = None
+    if main_rank:
+        recal = lambda: resnet48_recal_loader(cfg, train_set)
+        _, valid_loader, _ = resnet48_loaders(cfg, train_set, valid_set, 0, 1, cfg.seed)
+        record = rank_resnet48(net, eval_archs, valid_loader, recal, cfg, table)
+        summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth: none is public)"
+        print(f"eval: {len(eval_archs)} subnets, bn={cfg.bn}, mean acc {np.mean(record['supernet_acc']):.2f}%  {summary}")
+        result = dict(config=dataclasses.asdict(cfg), world_size=world, final=record,
+                      rank_weight_checksums=[float(c) for c in sums_all])
+        atomic_write_text(os.path.join(out, "results.json"), json.dumps(result, indent=1))
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def _with_cfg(ctx, cfg):
+    """The step context with a stage's config (its method and epochs), sharing rng, sampler and teacher."""
+    ctx.cfg = cfg
+    return ctx
+
+
+def rank_main(cfg):
+    """--mode rank: score every code of --archs (competition JSON) with the supernet; write the submission."""
+    if not os.path.isfile(cfg.archs):
+        raise UserError(f"--archs {cfg.archs!r} not found; expected the competition JSON "
+                        f'{{"arch1": {{"acc": 0.0, "arch": "1..."}}, ...}}')
+    try:
+        with open(cfg.archs) as f:
+            entries = json.load(f)
+        codes = [(k, v["arch"]) for k, v in entries.items()]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise UserError(f"{cfg.archs} is not a competition JSON ({type(e).__name__}: {e})") from None
+    archs = []
+    for key, code in codes:
+        try:
+            archs.append(decode_resnet48_code(code))
+        except ValueError as e:
+            raise UserError(f"{cfg.archs}, {key}: {e}") from None
+    out, device = run_dir(cfg), get_device(cfg.device)
+    ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
+    mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
+                                                                      "train_subset", "valid_subset")})
+    train_set, valid_set, num_classes = resnet48_datasets(mcfg)
+    net, _ = build_resnet48(mcfg, num_classes, device)
+    net.load_state_dict(ckpt["model"])
+    _, valid_loader, _ = resnet48_loaders(mcfg, train_set, valid_set, 0, 1, cfg.seed)
+    recal = lambda: resnet48_recal_loader(mcfg, train_set)
+    print(f"ranking {len(archs)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
+    record = rank_resnet48(net, archs, valid_loader, recal, cfg, load_resnet48_table(cfg.benchmark),
+                           every=max(1, len(archs) // 20))
+    for (key, _), acc in zip(codes, record["supernet_acc"]):
+        entries[key]["acc"] = acc
+    path = os.path.join(out, "submission.json")
+    atomic_write_text(path, json.dumps(entries))
+    if "metrics" in record:
+        print(f"ranking against {cfg.benchmark}: {format_metrics(record['metrics'])}")
+    print(f"wrote {path}")
+    return path
+
+
+def resnet48_main(cfg):
+    if cfg.mode == "train":
+        return train_resnet48(cfg)
+    if cfg.mode == "rank":
+        return rank_main(cfg)
+    raise UserError(f"--space resnet48 supports --mode train and rank, not {cfg.mode}")
 
 
 # ---- Zero-cost proxies against the benchmark (Table 2, top rows) ----
@@ -1765,6 +2285,20 @@ def bench(cfg):
         a(), b()                                                     # warm-up
         ratios.append(median_time(a, 3) / median_time(b, 3))
     results["supernet_vs_standalone_step"] = float(np.median(ratios))
+    # 1b. ResNet48: a sliced subnet of the slimmable supernet vs ResNet48Net of the same code (full widths, 64px)
+    r48, x48, y48 = ResNet48Supernet(1000).to(device), torch.randn(32, 3, 64, 64, device=device), y.new_zeros(32)
+    ratios48 = []
+    for _ in range(max(1, min(5, cfg.bench_archs))):
+        arch = sample_resnet48(rng)
+        standalone = r48.extract(arch)
+        opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (r48, standalone)]
+        def step48(m, opt, *a):
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(m(x48, *a), y48).backward()
+            opt.step()
+        step48(r48, opts[0], arch), step48(standalone, opts[1])
+        ratios48.append(median_time(lambda: step48(r48, opts[0], arch), 3) / median_time(lambda: step48(standalone, opts[1]), 3))
+    results["resnet48_subnet_vs_standalone_step"] = float(np.median(ratios48))
     # 2. RD + Group step vs SPOS step on the same batch (teacher = FLOPs, cached)
     bcfg = dataclasses.replace(cfg, method="rd", sampler="group", epochs=10)
     ctx = StepContext(bcfg, OPS, random.Random(0))
@@ -1776,7 +2310,7 @@ def bench(cfg):
     spos = lambda: (supernet.zero_grad(set_to_none=True), spos_step(supernet, x, y, ctx))
     rd = lambda: (supernet.zero_grad(set_to_none=True), rd_step(supernet, x, y, ctx))
     spos(), rd()
-    pairs = [(median_time(rd, 1), median_time(spos, 1)) for _ in range(2 * len(archs))]
+    pairs = [(median_time(rd, 1), median_time(spos, 1)) for _ in range(max(20, 2 * len(archs)))]
     results["rd_group_vs_spos_step"] = float(np.median([r / s for r, s in pairs]))
     # 3. proxies: seconds per arch, and cost relative to one forward + backward of the same net and batch
     proxy_rows = {}
@@ -1815,6 +2349,8 @@ def bench(cfg):
     print(f"bench on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; NB201 C={C}, N={N}, batch {B}")
     print(f"  supernet path / stand-alone NB201Net step time (median of {len(archs)} archs): "
           f"{results['supernet_vs_standalone_step']:.3f}")
+    print(f"  ResNet48 sliced subnet / stand-alone ResNet48Net step time (full widths, 64px, batch 32, median of "
+          f"{len(ratios48)} codes): {results['resnet48_subnet_vs_standalone_step']:.3f}")
     print(f"  RD + Group step / SPOS step (same batch, cached FLOPs teacher): {results['rd_group_vs_spos_step']:.2f}")
     for name, row in proxy_rows.items():
         print(f"  proxy {name:8s} {row['seconds_per_arch']:.4f} s/arch, {row['vs_fwd_bwd']:.2f} x one forward+backward")
@@ -1828,530 +2364,6 @@ def bench(cfg):
         os.makedirs(cfg.out, exist_ok=True)
         atomic_write_text(os.path.join(cfg.out, "bench.json"), json.dumps(results, indent=1))
     return results
-
-
-
-# ---- ResNet-like search space: ResNet48, CVPR 2022 NAS Track 1 (Sec. 3.1, Table 1) ----
-# ResNet with BasicBlocks; stage depths and block widths are searched. The competition's 52-character
-# code: [0] image-size code, [1:5] depth per stage, [5] stem width code, then for each of the 23 max
-# blocks two digits (mid width, out width), codes 1..7 indexing RESNET48_RATIOS, "00" when inactive.
-
-RESNET48_BASE = (64, 128, 256, 512)
-RESNET48_MAX_DEPTHS = (5, 5, 8, 5)
-RESNET48_MIN_DEPTH = 2
-RESNET48_STRIDES = (1, 2, 2, 2)
-RESNET48_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)         # code k -> RESNET48_RATIOS[k - 1]
-RESNET48_IMAGE_SIZES = {"1": 224}
-# Sec. 3.1: "5.06e19": one ratio per active block, summed over the depths of each stage, multiplied over stages.
-RESNET48_SPACE_SIZE = math.prod(sum(len(RESNET48_RATIOS) ** d for d in range(RESNET48_MIN_DEPTH, m + 1))
-                                for m in RESNET48_MAX_DEPTHS)
-
-
-def make_divisible(v, divisor=8):
-    """Round v to a multiple of `divisor`, never going more than 10% below v (MobileNet's rule)."""
-    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * v else new
-
-
-def decode_resnet48_code(code):
-    """52-char code -> {image_size, stem, stages: [{out, mid: [ratio per active block]}]}; ValueError names the position."""
-    if not isinstance(code, str) or len(code) != 52 or not code.isdigit():
-        raise ValueError(f"ResNet48 code {code!r}: expected 52 digits, got {len(code) if isinstance(code, str) else type(code).__name__}")
-    if code[0] not in RESNET48_IMAGE_SIZES:
-        raise ValueError(f"ResNet48 code position 0 (image size) is {code[0]!r}; accepted: "
-                         + ", ".join(f"{k} ({v})" for k, v in RESNET48_IMAGE_SIZES.items()))
-    def ratio(pos):
-        if code[pos] not in "1234567":
-            raise ValueError(f"ResNet48 code position {pos} is {code[pos]!r}; accepted width codes: 1-7")
-        return RESNET48_RATIOS[int(code[pos]) - 1]
-    stages, pos = [], 6
-    for s, max_depth in enumerate(RESNET48_MAX_DEPTHS):
-        depth = int(code[1 + s])
-        if not RESNET48_MIN_DEPTH <= depth <= max_depth:
-            raise ValueError(f"ResNet48 code position {1 + s} (depth of stage {s + 1}) is {code[1 + s]}; "
-                             f"accepted: {RESNET48_MIN_DEPTH}-{max_depth}")
-        mids, out_pos = [], pos + 1
-        for b in range(max_depth):
-            p = pos + 2 * b
-            if b < depth:
-                mids.append(ratio(p))
-                ratio(p + 1)
-                if code[p + 1] != code[out_pos]:
-                    raise ValueError(f"ResNet48 code position {p + 1} is {code[p + 1]}; the out width is shared by a "
-                                     f"stage, accepted: {code[out_pos]} (as at position {out_pos})")
-            elif code[p:p + 2] != "00":
-                raise ValueError(f"ResNet48 code position {p} is {code[p:p + 2]!r} but block {b + 1} of stage {s + 1} "
-                                 f"is inactive (depth {depth}); accepted: 00")
-        stages.append(dict(out=ratio(out_pos), mid=mids))
-        pos += 2 * max_depth
-    return dict(image_size=RESNET48_IMAGE_SIZES[code[0]], stem=ratio(5), stages=stages)
-
-
-def encode_resnet48_code(decoded):
-    """The exact inverse of decode_resnet48_code."""
-    size_code = {v: k for k, v in RESNET48_IMAGE_SIZES.items()}[decoded["image_size"]]
-    digit = lambda r: str(RESNET48_RATIOS.index(r) + 1)
-    code = size_code + "".join(str(len(st["mid"])) for st in decoded["stages"]) + digit(decoded["stem"])
-    for st, max_depth in zip(decoded["stages"], RESNET48_MAX_DEPTHS):
-        code += "".join(digit(m) + digit(st["out"]) for m in st["mid"]) + "00" * (max_depth - len(st["mid"]))
-    return code
-
-
-def sample_resnet48(rng):
-    """A uniformly random decoded arch: each depth, each active block's mid ratio, each stage's out ratio and the stem."""
-    stages = [dict(out=rng.choice(RESNET48_RATIOS),
-                   mid=[rng.choice(RESNET48_RATIOS) for _ in range(rng.randint(RESNET48_MIN_DEPTH, m))])
-              for m in RESNET48_MAX_DEPTHS]
-    return dict(image_size=224, stem=rng.choice(RESNET48_RATIOS), stages=stages)
-
-
-def resnet48_widths(decoded, base=RESNET48_BASE):
-    """Channel numbers of a decoded arch: stem, and per stage (out, [mid per block]), make_divisible by 8."""
-    stem = make_divisible(base[0] * decoded["stem"])
-    return stem, [(make_divisible(b * st["out"]), [make_divisible(b * m) for m in st["mid"]])
-                  for b, st in zip(base, decoded["stages"])]
-
-
-class SlimConv2d(nn.Conv2d):
-    """A conv whose subnets use the first in/out channels of the shared weight (slimmable slicing)."""
-
-    def forward(self, x, out_channels=None):
-        w = self.weight[: out_channels or self.out_channels, : x.shape[1]]
-        return F.conv2d(x, w, None, self.stride, self.padding)
-
-
-class SlimBatchNorm2d(nn.BatchNorm2d):
-    """BN over the first C channels of shared statistics and affine parameters; recalibrated per subnet."""
-
-    def forward(self, x):
-        C = x.shape[1]
-        factor = 0.0
-        if self.training:
-            self.num_batches_tracked += 1
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        return F.batch_norm(x, self.running_mean[:C], self.running_var[:C], self.weight[:C], self.bias[:C],
-                            self.training, factor, self.eps)
-
-
-class ResNet48Block(nn.Module):
-    """BasicBlock: conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus shortcut (conv1x1 + BN when shape changes)."""
-
-    def __init__(self, C_in, C_mid, C_out, stride, conv=nn.Conv2d, bn=nn.BatchNorm2d, projection=None):
-        super().__init__()
-        self.stride = stride
-        self.conv1, self.bn1 = conv(C_in, C_mid, 3, stride, 1, bias=False), bn(C_mid)
-        self.conv2, self.bn2 = conv(C_mid, C_out, 3, 1, 1, bias=False), bn(C_out)
-        projection = (stride != 1 or C_in != C_out) if projection is None else projection
-        self.shortcut = nn.Sequential(conv(C_in, C_out, 1, stride, bias=False), bn(C_out)) if projection else None
-
-    def forward(self, x, mid=None, out=None):
-        slim = isinstance(self.conv1, SlimConv2d)
-        h = F.relu(self.bn1(self.conv1(x, mid) if slim else self.conv1(x)))
-        h = self.bn2(self.conv2(h, out) if slim else self.conv2(h))
-        needs_projection = self.stride != 1 or x.shape[1] != h.shape[1]
-        if needs_projection:
-            sc = self.shortcut[1](self.shortcut[0](x, out) if slim else self.shortcut[0](x))
-        else:
-            sc = x
-        return F.relu(h + sc)
-
-
-class ResNet48Net(nn.Module):
-    """The stand-alone network of one ResNet48 code (7x7/2 stem + maxpool, 4 stages of BasicBlocks, GAP, FC)."""
-
-    def __init__(self, code, num_classes=1000, base=RESNET48_BASE, in_channels=3):
-        super().__init__()
-        self.decoded = decode_resnet48_code(code) if isinstance(code, str) else code
-        stem, stages = resnet48_widths(self.decoded, base)
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem),
-                                  nn.ReLU(), nn.MaxPool2d(3, 2, 1))
-        blocks, C = [], stem
-        for (out, mids), stride in zip(stages, RESNET48_STRIDES):
-            for b, mid in enumerate(mids):
-                blocks.append(ResNet48Block(C, mid, out, stride if b == 0 else 1))
-                C = out
-        self.blocks = nn.ModuleList(blocks)
-        self.fc = nn.Linear(C, num_classes)
-
-    def features(self, x):                                  # x: (B, 3, H, W)
-        x = self.stem(x)                                    # (B, stem, H/4, W/4)
-        for block in self.blocks:
-            x = block(x)
-        return x                                            # (B, C_last, H/32, W/32)
-
-    def forward(self, x):
-        return self.fc(self.features(x).mean((2, 3)))       # (B, classes)
-
-
-class ResNet48Supernet(nn.Module):
-    """Slimmable ResNet48 supernet: elastic depth (the first d blocks of a stage) and elastic width (the first
-    channels of every weight). forward(x, arch) takes a decoded arch or a list of them (one logits each)."""
-
-    def __init__(self, num_classes=1000, base=RESNET48_BASE, in_channels=3):
-        super().__init__()
-        self.base, self.num_classes, self.in_channels = tuple(base), num_classes, in_channels
-        full = make_divisible(base[0])
-        self.stem_conv, self.stem_bn = SlimConv2d(in_channels, full, 7, 2, 3, bias=False), SlimBatchNorm2d(full)
-        self.stages = nn.ModuleList()
-        C = full
-        for b, depth, stride in zip(base, RESNET48_MAX_DEPTHS, RESNET48_STRIDES):
-            width = make_divisible(b)
-            # the first block of a stage always owns a projection: a subnet may change the width there
-            self.stages.append(nn.ModuleList(
-                ResNet48Block(C if k == 0 else width, width, width, stride if k == 0 else 1, SlimConv2d,
-                              SlimBatchNorm2d, projection=(k == 0)) for k in range(depth)))
-            C = width
-        self.fc = nn.Linear(C, num_classes)
-
-    def forward(self, x, arch):
-        if isinstance(arch, list):
-            return [self.forward(x, a) for a in arch]
-        arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
-        stem, stages = resnet48_widths(arch, self.base)
-        h = F.max_pool2d(F.relu(self.stem_bn(self.stem_conv(x, stem))), 3, 2, 1)   # (B, stem, H/4, W/4)
-        for blocks, (out, mids) in zip(self.stages, stages):
-            for block, mid in zip(blocks, mids):                                     # elastic depth
-                h = block(h, mid, out)
-        h = h.mean((2, 3))                                                           # (B, out_last)
-        return F.linear(h, self.fc.weight[:, : h.shape[1]], self.fc.bias)
-
-    def extract(self, arch):
-        """The stand-alone ResNet48Net of `arch` holding this supernet's sliced weights and BN statistics."""
-        arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
-        net = ResNet48Net(arch, self.num_classes, self.base, self.in_channels).to(self.fc.weight.device)
-        sources = [(net.stem[0], self.stem_conv), (net.stem[1], self.stem_bn)]
-        supers = [blk for blocks, st in zip(self.stages, arch["stages"]) for blk in list(blocks)[: len(st["mid"])]]
-        for small, big in zip(net.blocks, supers):
-            sources += [(small.conv1, big.conv1), (small.bn1, big.bn1), (small.conv2, big.conv2), (small.bn2, big.bn2)]
-            if small.shortcut is not None:
-                sources += [(small.shortcut[0], big.shortcut[0]), (small.shortcut[1], big.shortcut[1])]
-        sources.append((net.fc, self.fc))
-        with torch.no_grad():
-            for small, big in sources:
-                for name, t in list(small.named_parameters(recurse=False)) + list(small.named_buffers(recurse=False)):
-                    src = getattr(big, name)
-                    t.copy_(src if t.dim() == 0 else src[tuple(slice(0, n) for n in t.shape)])
-        return net
-
-
-def resnet48_cost(arch, num_classes=1000, base=RESNET48_BASE, resolution=224, in_channels=3):
-    """(MFLOPs, Mparams) of a ResNet48 arch in closed form (conv + linear multiply-adds, NB201's convention)."""
-    arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
-    stem, stages = resnet48_widths(arch, base)
-    side = (resolution + 1) // 2                                     # 7x7/2 stem
-    macs = side * side * stem * in_channels * 49
-    n = stem * in_channels * 49 + 2 * stem
-    side = (side + 1) // 2                                           # 3x3/2 max pool
-    C = stem
-    for (out, mids), stride in zip(stages, RESNET48_STRIDES):
-        for b, mid in enumerate(mids):
-            s = stride if b == 0 else 1
-            side = (side + s - 1) // s
-            macs += side * side * (C * mid * 9 + mid * out * 9)
-            n += C * mid * 9 + mid * out * 9 + 2 * mid + 2 * out
-            if s != 1 or C != out:
-                macs += side * side * C * out
-                n += C * out + 2 * out
-            C = out
-    macs += C * num_classes
-    n += C * num_classes + num_classes
-    return macs / 1e6, n / 1e6
-
-
-def resnet48_hamming(a, b):
-    """Hamming distance between two ResNet48 archs, over the digits of their 52-character codes."""
-    return hamming_distance(encode_resnet48_code(a), encode_resnet48_code(b))
-
-
-# About the mean Hamming distance of two random codes (measured: 34.6 over the 45,000 released codes,
-# checked in the tests), as mu = 6.7 is about the mean group distance on NB201.
-RESNET48_HAMMING_MU = 35.0
-
-
-
-# ---- ResNet48: teachers, data, distributed training and ranking ----
-
-def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=0):
-    """Teachers for the ResNet-like space (Table 1): FLOPs and params in closed form, Zen-score on a fresh net."""
-    if proxy in ("flops", "params"):
-        return resnet48_cost(arch, num_classes, base, resolution)[0 if proxy == "flops" else 1]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = ResNet48Net(arch, num_classes, base)
-    inputs, targets = batch
-    score = PROXIES[proxy](net.to(inputs.device), inputs, targets)
-    return score if math.isfinite(score) or score == -math.inf else -math.inf
-
-
-def resnet48_datasets(cfg):
-    """(train, valid, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
-    if cfg.dataset == "synthetic":
-        xtr, ytr, xva, yva = make_synthetic(n_train=cfg.train_subset or 2048, n_valid=cfg.valid_subset or 512,
-                                            side=cfg.resolution)
-        norm = lambda x: (x.float() / 255 - 0.5) / 0.25
-        return (torch.utils.data.TensorDataset(norm(xtr), ytr), torch.utils.data.TensorDataset(norm(xva), yva), 10)
-    if cfg.dataset != "imagenet":
-        raise UserError(f"--space resnet48 trains on --dataset imagenet or synthetic, not {cfg.dataset}")
-    import torchvision  # only the ImageNet path needs it
-    from torchvision import transforms as T
-    for split in ("train", "val"):
-        if not os.path.isdir(os.path.join(cfg.data, split)):
-            raise UserError(f"ImageNet not found: {os.path.join(cfg.data, split)!r} is missing; --data must hold "
-                            f"train/ and val/ in torchvision's ImageFolder layout (one folder per class)")
-    norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    train = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
-        [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
-    valid = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
-        [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
-    if cfg.train_subset:
-        train = torch.utils.data.Subset(train, range(cfg.train_subset))
-    if cfg.valid_subset:  # a fixed, class-balanced-in-expectation subset of val for ranking
-        idx = torch.randperm(len(valid), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
-        valid = torch.utils.data.Subset(valid, idx.tolist())
-    return train, valid, len(train.dataset.classes if hasattr(train, "dataset") else train.classes)
-
-
-def init_distributed(cfg):
-    """(rank, world_size, device). Under torchrun: one process per device, NCCL on GPU, gloo on CPU."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1, get_device(cfg.device)
-    import torch.distributed as dist
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = get_device(cfg.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def resnet48_loaders(cfg, train, valid, rank, world, epoch_seed):
-    from torch.utils.data import DataLoader, DistributedSampler
-    per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
-    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
-    g = torch.Generator().manual_seed(epoch_seed)
-    train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
-                              num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
-    valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
-    return train_loader, valid_loader, sampler
-
-
-def resnet48_recal_loader(cfg, train):
-    from torch.utils.data import DataLoader
-    return DataLoader(train, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
-                      generator=torch.Generator().manual_seed(cfg.eval_seed))
-
-
-def rank_resnet48(net, archs, valid_loader, recal, cfg, table=None, every=0):
-    """Supernet accuracy of each arch, BN recalibrated per subnet (--bn recal), with progress lines."""
-    accs, t = [], time.time()
-    for k, arch in enumerate(archs):
-        accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal(), cfg.bn_batches))
-        if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
-            print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
-    record = dict(archs=[encode_resnet48_code(a) for a in archs], supernet_acc=accs)
-    if table is not None:
-        gt = []
-        for code in record["archs"]:
-            if code not in table:
-                raise UserError(f"the benchmark has no entry for code {code} ({len(table)} codes in it)")
-            gt.append(table[code])
-        record.update(gt=gt, metrics=rank_metrics(accs, gt))
-    return record
-
-
-def load_resnet48_table(path):
-    """A ResNet48 ground truth `arch,accuracy` (arch = 52-digit code) -> {code: accuracy}."""
-    if not path or path == "none":
-        return None
-    if not os.path.isfile(path):
-        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
-    table = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"arch", "accuracy"} <= set(reader.fieldnames or []):
-            raise UserError(f"{path}: expected columns arch,accuracy (arch = 52-digit ResNet48 code)")
-        for line, row in enumerate(reader, start=2):
-            try:
-                table[encode_resnet48_code(decode_resnet48_code(row["arch"]))] = float(row["accuracy"])
-            except ValueError as e:
-                raise UserError(f"{path}:{line}: {e}") from None
-    return table
-
-
-def build_resnet48(cfg, num_classes, device):
-    base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
-    return ResNet48Supernet(num_classes, base).to(device), base
-
-
-def train_resnet48(cfg):
-    """Two stages as in Sec. 3.1: SPOS pre-training (--pretrain-epochs, or --init), then --epochs of --method.
-
-    Under torchrun every rank runs this: DDP averages gradients, every rank draws the same subnets (one
-    seeded rng), only rank 0 logs and writes the checkpoint, and a resumed run needs the same world size.
-    """
-    rank, world, device = init_distributed(cfg)
-    main_rank = rank == 0
-    out = run_dir(cfg) if main_rank else (cfg.out or "")
-    ckpt_path = os.path.join(out or run_dir(cfg), "ckpt.pt")
-    if main_rank and os.path.exists(ckpt_path) and not cfg.resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    seed_everything(cfg.seed)                                # identical initial weights on every rank
-    train_set, valid_set, num_classes = resnet48_datasets(cfg)
-    net, base = build_resnet48(cfg, num_classes, device)
-    if cfg.init:
-        net.load_state_dict(load_checkpoint(cfg.init)["model"])
-    model = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        # a subnet leaves the deeper blocks unused, hence find_unused_parameters
-        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov)
-    ctx = StepContext(cfg, (), random.Random(cfg.seed), sampler_fn=sample_resnet48,
-                      largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
-                      smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
-    if cfg.method == "fairnas":
-        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
-    if cfg.method == "rd":
-        name = parse_proxies([cfg.teacher])[0]
-        xb, yb = next(iter(torch.utils.data.DataLoader(valid_set, cfg.proxy_batch)))
-        ctx.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
-                                                       (xb.to(device), yb.to(device)), cfg.eval_seed),
-                              key=encode_resnet48_code, path=os.path.join(out, f"teacher_{name}.json") if main_rank else None)
-        distance = {"hamming": resnet48_hamming}.get(cfg.sampler)
-        if cfg.sampler == "group":
-            raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
-        mu = cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU
-        ctx.sampler = MarginSubnetSampler(ctx.sample_arch, distance, mu, cfg.candidates, cfg.max_tries, ctx.rng)
-    stages = ([("pretrain", cfg.pretrain_epochs, cfg.pretrain_lr, "spos")] if not cfg.init else []) + \
-             [("train", cfg.epochs, cfg.lr, cfg.method)]
-    total_epochs = sum(s[1] for s in stages)
-    start, history = 0, []
-    if cfg.resume and os.path.exists(ckpt_path):
-        ckpt = load_checkpoint(ckpt_path, cfg)
-        if ckpt["world_size"] != world:
-            raise UserError(f"{ckpt_path} was written by {ckpt['world_size']} processes; resume it with the same "
-                            f"--nproc_per_node (now {world})")
-        net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
-        start, history = ckpt["epoch"], ckpt["history"]
-        ctx.rng.setstate(ckpt["rng"]["python"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if main_rank:
-            print(f"resumed {out} at epoch {start}/{total_epochs}")
-    elif main_rank:
-        log_json(out, dict(event="config", config=dataclasses.asdict(cfg), world_size=world))
-    table = load_resnet48_table(cfg.benchmark)
-    eval_rng = random.Random(cfg.eval_seed)
-    eval_archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
-    epoch = 0
-    for stage, epochs, lr0, method in stages:
-        scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)
-        for e in range(epochs):
-            epoch += 1
-            if epoch <= start:
-                continue
-            train_loader, valid_loader, sampler = resnet48_loaders(cfg, train_set, valid_set, rank, world, cfg.seed + epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            model.train()
-            ctx.epoch, steps, sums, t0 = e, len(train_loader), Counter(), time.time()
-            for step, (x, y) in enumerate(train_loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(scfg, e * steps + step, epochs * steps)
-                opt.zero_grad(set_to_none=True)
-                stats = METHODS[method](model, x, y, _with_cfg(ctx, scfg))
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                opt.step()
-                sums.update(stats, n=len(y))
-                if main_rank and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
-                    speed = sums["n"] * world / (time.time() - t0)
-                    print(f"{stage} epoch {e + 1}/{epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
-                          f"acc {100 * sums['correct'] / sums['n']:.2f}% {speed:.0f} img/s", flush=True)
-            if main_rank:
-                log_json(out, dict(event="epoch", stage=stage, epoch=epoch, loss=sums["loss"] / max(1, steps)))
-                if ctx.teacher is not None:
-                    ctx.teacher.save()
-                save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
-                                epoch=epoch, history=history, world_size=world,
-                                rng=dict(python=ctx.rng.getstate(), torch=torch.get_rng_state()))
-    # every rank reports a checksum of its weights: DDP keeps them identical
-    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64)
-    sums_all = [checksum.clone() for _ in range(world)]
-    if world > 1:
-        import torch.distributed as dist
-        dist.all_gather(sums_all, checksum)
-    result = None
-    if main_rank:
-        recal = lambda: resnet48_recal_loader(cfg, train_set)
-        _, valid_loader, _ = resnet48_loaders(cfg, train_set, valid_set, 0, 1, cfg.seed)
-        record = rank_resnet48(net, eval_archs, valid_loader, recal, cfg, table)
-        summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth: none is public)"
-        print(f"eval: {len(eval_archs)} subnets, bn={cfg.bn}, mean acc {np.mean(record['supernet_acc']):.2f}%  {summary}")
-        result = dict(config=dataclasses.asdict(cfg), world_size=world, final=record,
-                      rank_weight_checksums=[float(c) for c in sums_all])
-        atomic_write_text(os.path.join(out, "results.json"), json.dumps(result, indent=1))
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-    return result
-
-
-def _with_cfg(ctx, cfg):
-    """The step context with a stage's config (its method and epochs), sharing rng, sampler and teacher."""
-    ctx.cfg = cfg
-    return ctx
-
-
-def rank_main(cfg):
-    """--mode rank: score every code of --archs (competition JSON) with the supernet; write the submission."""
-    if not os.path.isfile(cfg.archs):
-        raise UserError(f"--archs {cfg.archs!r} not found; expected the competition JSON "
-                        f'{{"arch1": {{"acc": 0.0, "arch": "1..."}}, ...}}')
-    try:
-        with open(cfg.archs) as f:
-            entries = json.load(f)
-        codes = [(k, v["arch"]) for k, v in entries.items()]
-    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
-        raise UserError(f"{cfg.archs} is not a competition JSON ({type(e).__name__}: {e})") from None
-    archs = []
-    for key, code in codes:
-        try:
-            archs.append(decode_resnet48_code(code))
-        except ValueError as e:
-            raise UserError(f"{cfg.archs}, {key}: {e}") from None
-    out, device = run_dir(cfg), get_device(cfg.device)
-    ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
-    mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
-                                                                      "train_subset", "valid_subset")})
-    train_set, valid_set, num_classes = resnet48_datasets(mcfg)
-    net, _ = build_resnet48(mcfg, num_classes, device)
-    net.load_state_dict(ckpt["model"])
-    _, valid_loader, _ = resnet48_loaders(mcfg, train_set, valid_set, 0, 1, cfg.seed)
-    recal = lambda: resnet48_recal_loader(mcfg, train_set)
-    print(f"ranking {len(archs)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
-    record = rank_resnet48(net, archs, valid_loader, recal, cfg, load_resnet48_table(cfg.benchmark),
-                           every=max(1, len(archs) // 20))
-    for (key, _), acc in zip(codes, record["supernet_acc"]):
-        entries[key]["acc"] = acc
-    path = os.path.join(out, "submission.json")
-    atomic_write_text(path, json.dumps(entries))
-    if "metrics" in record:
-        print(f"ranking against {cfg.benchmark}: {format_metrics(record['metrics'])}")
-    print(f"wrote {path}")
-    return path
-
-
-def resnet48_main(cfg):
-    if cfg.mode == "train":
-        return train_resnet48(cfg)
-    if cfg.mode == "rank":
-        return rank_main(cfg)
-    raise UserError(f"--space resnet48 supports --mode train and rank, not {cfg.mode}")
 
 
 # ---- Command line ----

@@ -80,7 +80,7 @@ class Config:
     margin: float = 0.0             # m of Eq. 3 (the authors used 0)
     rd_weight: float = 1.0          # weight of the ranking term
     rd_schedule: str = "sin"        # sin: 2 sin(pi*0.8*t/T) (authors' warm-up) | constant
-    rd_detach: bool = False         # stop the ranking gradient through a_j's CE (the authors' one-sided variant)
+    rd_detach: bool = False         # ranking gradient only through the teacher-preferred subnet (authors' one-sided variant)
     sandwich_random: int = 2        # random subnets per Sandwich step besides largest and smallest
     # evaluation (Sec. 3.2: 200 random subnets)
     eval_archs: str = "200"         # number of subnets to rank, or "all"
@@ -108,7 +108,7 @@ class Config:
     gt_archs: int = 150
     gt_seeds: int = 2
     # output
-    out: str = ""                   # run folder: log.jsonl, ckpt.pt, results (empty = runs/<space>-<method>-<seed>)
+    out: str = ""                   # run folder: log.jsonl, ckpt.pt, results.json (empty = runs/<space>-<dataset>-<method>-...)
     resume: bool = False            # continue the run in --out from its checkpoint
     runs: str = ""                  # run folders for --mode summarize (glob)
     log_every: int = 50             # steps between progress lines
@@ -130,11 +130,15 @@ PRESETS = {"nb201": {
     # NB201 weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config:
     # SGD nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64) with the 250 epochs of the NB201 paper.
     "paper": dict(dataset="cifar10", C=16, N=5, epochs=250, batch_size=64, lr=0.025, lr_min=0.001,
-                  eval_archs="200", bn="train"),
+                  eval_archs="200", bn="train",
+                  # --mode standalone / build-gt: NB201's stand-alone recipe (SGD Nesterov, lr 0.1 cosine, 200 epochs)
+                  standalone=dict(epochs=200, batch_size=256, lr=0.1, lr_min=0.0, weight_decay=5e-4, nesterov=True)),
     # A few minutes on 2 CPU cores: the Fashion-MNIST mini-benchmark recipe of results/ (16x16, C=8, N=1).
     "cpu": dict(dataset="fashion-mnist", data="/usr/share/datasets/fashion-mnist", resolution=16, C=8, N=1,
                 train_subset=10000, valid_subset=2000, epochs=6, batch_size=128, lr=0.05, lr_min=0.0,
-                eval_archs="200", eval_batch_size=1000, proxy_batch=64),
+                eval_archs="200", eval_batch_size=1000, proxy_batch=64,
+                # --mode build-gt: the recipe of results/fmnist_gt.csv (README: "Fashion-MNIST ground truth")
+                standalone=dict(epochs=4, batch_size=128, lr=0.05, lr_min=0.0, weight_decay=5e-4, valid_subset=0)),
     # Seconds: the smoke test (synthetic data, tiny net).
     "tiny": dict(dataset="synthetic", resolution=8, C=4, N=1, train_subset=256, valid_subset=128, epochs=2,
                  batch_size=32, lr=0.05, lr_min=0.0, eval_archs="20", eval_batch_size=128, proxy_batch=16,
@@ -178,7 +182,11 @@ def parse_args(argv=None):
     space, preset = args.get("space", Config.space), args.get("preset", Config.preset)
     if preset not in PRESETS[space]:
         p.error(f"argument --preset: invalid choice for --space {space}: {preset!r} (choose from {', '.join(PRESETS[space])})")
-    return dataclasses.replace(Config(), **{**PRESETS[space][preset], **args})
+    values = dict(PRESETS[space][preset])
+    recipe = values.pop("standalone", {})
+    if args.get("mode") in ("standalone", "build-gt"):   # training one arch from scratch has its own recipe
+        values.update(recipe)
+    return dataclasses.replace(Config(), **{**values, **args})
 
 
 def resolved_mu(cfg):
@@ -722,7 +730,7 @@ def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
     templates = torch.rand(classes, 3, side, side, generator=g)
     def part(n):
         y = torch.randint(classes, (n,), generator=g)
-        x = 0.6 * templates[y] + 0.4 * torch.rand(n, 3, side, side, generator=g)
+        x = 0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)   # faint signal, strong noise
         return (x * 255).to(torch.uint8), y
     return part(n_train) + part(n_valid)
 
@@ -1499,6 +1507,7 @@ def train(cfg):
     ckpt_path = os.path.join(out, "ckpt.pt")
     if os.path.exists(ckpt_path) and not cfg.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    table, table_path = ground_truth(cfg)                    # fail on a bad benchmark before any work
     seed_everything(cfg.seed)
     data = load_dataset(cfg)
     gen = torch.Generator().manual_seed(cfg.seed)            # data order and augmentation
@@ -1514,7 +1523,6 @@ def train(cfg):
         ctx.teacher = Teacher(lambda arch: score_arch(name, arch, kw, batch, cfg.eval_seed),
                               path=os.path.join(out, f"teacher_{name}.json"))
     ctx.sampler = make_sampler(cfg, ctx)
-    table, table_path = ground_truth(cfg)
     eval_archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
     recal = (lambda: Loader(*data["train"], cfg.batch_size, *mean_std, shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.eval_seed))) if cfg.bn == "recal" else None
@@ -1722,9 +1730,9 @@ def train_resnet48(cfg):
     """
     rank, world, device = init_distributed(cfg)
     main_rank = rank == 0
-    out = run_dir(cfg) if main_rank else (cfg.out or "")
-    ckpt_path = os.path.join(out or run_dir(cfg), "ckpt.pt")
-    if main_rank and os.path.exists(ckpt_path) and not cfg.resume:
+    out = run_dir(cfg)                                       # the same folder on every rank; only rank 0 writes
+    ckpt_path = os.path.join(out, "ckpt.pt")
+    if os.path.exists(ckpt_path) and not cfg.resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     seed_everything(cfg.seed)                                # identical initial weights on every rank
     train_set, valid_set, num_classes = resnet48_datasets(cfg)
@@ -1757,14 +1765,14 @@ def train_resnet48(cfg):
     stages = ([("pretrain", cfg.pretrain_epochs, cfg.pretrain_lr, "spos")] if not cfg.init else []) + \
              [("train", cfg.epochs, cfg.lr, cfg.method)]
     total_epochs = sum(s[1] for s in stages)
-    start, history = 0, []
+    start = 0
     if cfg.resume and os.path.exists(ckpt_path):
         ckpt = load_checkpoint(ckpt_path, cfg)
         if ckpt["world_size"] != world:
             raise UserError(f"{ckpt_path} was written by {ckpt['world_size']} processes; resume it with the same "
                             f"--nproc_per_node (now {world})")
         net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
-        start, history = ckpt["epoch"], ckpt["history"]
+        start = ckpt["epoch"]
         ctx.rng.setstate(ckpt["rng"]["python"])
         torch.set_rng_state(ckpt["rng"]["torch"])
         if main_rank:
@@ -1776,7 +1784,7 @@ def train_resnet48(cfg):
     eval_archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
     epoch = 0
     for stage, epochs, lr0, method in stages:
-        scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)
+        ctx.cfg = scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)  # this stage's schedule
         for e in range(epochs):
             epoch += 1
             if epoch <= start:
@@ -1791,7 +1799,7 @@ def train_resnet48(cfg):
                 for group in opt.param_groups:
                     group["lr"] = cosine_lr(scfg, e * steps + step, epochs * steps)
                 opt.zero_grad(set_to_none=True)
-                stats = METHODS[method](model, x, y, _with_cfg(ctx, scfg))
+                stats = METHODS[method](model, x, y, ctx)
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
                 opt.step()
@@ -1805,7 +1813,7 @@ def train_resnet48(cfg):
                 if ctx.teacher is not None:
                     ctx.teacher.save()
                 save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
-                                epoch=epoch, history=history, world_size=world,
+                                epoch=epoch, world_size=world,
                                 rng=dict(python=ctx.rng.getstate(), torch=torch.get_rng_state()))
     # every rank reports a checksum of its weights: DDP keeps them identical
     checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64)
@@ -1828,12 +1836,6 @@ def train_resnet48(cfg):
         dist.barrier()
         dist.destroy_process_group()
     return result
-
-
-def _with_cfg(ctx, cfg):
-    """The step context with a stage's config (its method and epochs), sharing rng, sampler and teacher."""
-    ctx.cfg = cfg
-    return ctx
 
 
 def rank_main(cfg):
@@ -1930,30 +1932,41 @@ def proxy_table(cfg):
 
 # ---- Fig. 1: Kendall tau over training, zero-cost proxies as horizontal lines ----
 
-def plot_curve(out, cfg, history, table, data, mean_std, device):
-    """--plot: tau of the supernet ranking per evaluation, with each --proxies' tau on the same archs."""
-    import matplotlib  # optional: only --plot needs it
+def plot_fig1(curves, proxy_taus, path, title):
+    """Fig. 1: Kendall tau against epoch for each one-shot method, each zero-cost proxy as a horizontal line.
+
+    curves: {label: ([epochs], [tau])}; proxy_taus: {name: tau}. Needs matplotlib (imported here only).
+    """
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, (label, (epochs, taus)) in enumerate(curves.items()):
+        ax.plot(epochs, [100 * t for t in taus], "o-", color=f"C{k}", label=f"{label} (one-shot)")
+    for k, (name, tau) in enumerate(proxy_taus.items()):
+        ax.axhline(100 * tau, ls="--", lw=1, color=f"C{(k + len(curves)) % 10}", label=f"{name} (zero-shot)")
+    ax.set(xlabel="epoch", ylabel="Kendall tau (%)", title=title)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+def plot_curve(out, cfg, history, table, data, mean_std, device):
+    """--plot after training: this run's tau per evaluation, with each --proxies' tau on the same archs."""
     if table is None or not history:
         raise UserError("--plot needs a ground truth (--benchmark) and at least one evaluation")
     archs = [str_to_arch(a) for a in history[-1]["archs"]]
     gt = [lookup(table, a) for a in archs]
-    kw = net_kwargs(cfg, data)
-    batch = fixed_batch(data, cfg, device, mean_std)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([h["epoch"] for h in history], [100 * h["metrics"]["tau"] for h in history], "o-", color="C3",
-            label=f"{cfg.method.upper()}{' + ' + cfg.sampler if cfg.method == 'rd' else ''} (one-shot)")
-    for k, name in enumerate(parse_proxies(cfg.proxies)):
-        tau = rank_metrics([score_arch(name, a, kw, batch, cfg.eval_seed) for a in archs], gt)["tau"]
-        ax.axhline(100 * tau, ls="--", lw=1, color=f"C{k % 10}", label=f"{name} (zero-shot)")
-    ax.set(xlabel="epoch", ylabel="Kendall tau (%)", title=f"Ranking consistency, {cfg.dataset}, {len(archs)} subnets")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path = os.path.join(out, "fig1_tau.png")
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
-    return path
+    kw, batch = net_kwargs(cfg, data), fixed_batch(data, cfg, device, mean_std)
+    proxy_taus = {name: rank_metrics([score_arch(name, a, kw, batch, cfg.eval_seed) for a in archs], gt)["tau"]
+                  for name in parse_proxies(cfg.proxies)}
+    label = cfg.method.upper() + (f" + {cfg.sampler}" if cfg.method == "rd" else "")
+    curve = {label: ([h["epoch"] for h in history], [h["metrics"]["tau"] for h in history])}
+    return plot_fig1(curve, proxy_taus, os.path.join(out, "fig1_tau.png"),
+                     f"Ranking consistency, {cfg.dataset}, {len(archs)} subnets")
 
 
 # ---- Search with the trained supernet (Table 3) ----
@@ -2075,7 +2088,9 @@ def run_search(cfg):
         def score(arch):
             return subnet_accuracy(net, arch, valid_loader, cfg.bn, recal() if cfg.bn == "recal" else None, cfg.bn_batches)
     else:
-        name = parse_proxies([cfg.search_by])[0]
+        if cfg.search_by not in PROXIES:
+            raise UserError(f"--search-by {cfg.search_by}: use supernet or a proxy ({', '.join(PROXIES)})")
+        name = cfg.search_by
         kw, batch = net_kwargs(model_cfg, data), fixed_batch(data, model_cfg, device, mean_std)
         def score(arch):
             return score_arch(name, arch, kw, batch, cfg.eval_seed)
@@ -2127,7 +2142,7 @@ def summarize(cfg):
     folders = sorted(glob.glob(cfg.runs)) if cfg.runs else []
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
-    rank_rows, search_rows = {}, {}
+    rank_rows, search_rows, proxy_rows, curves = {}, {}, {}, {}
     for folder in folders:
         res = os.path.join(folder, "results.json")
         if os.path.exists(res):
@@ -2137,6 +2152,13 @@ def summarize(cfg):
             if r.get("final") and r["final"].get("metrics"):
                 label = c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "")
                 rank_rows.setdefault(label, []).append(r["final"]["metrics"])
+                if len(r["curve"]) > 1:
+                    curves.setdefault(label, []).append({p["epoch"]: p["metrics"]["tau"] for p in r["curve"]})
+        if os.path.exists(os.path.join(folder, "proxies.json")):
+            with open(os.path.join(folder, "proxies.json")) as f:
+                for name, row in json.load(f)["proxies"].items():
+                    if "metrics" in row:
+                        proxy_rows[name] = [row["metrics"]]
         for path in sorted(glob.glob(os.path.join(folder, "search_*.json"))):
             with open(path) as f:
                 s = json.load(f)
@@ -2145,9 +2167,9 @@ def summarize(cfg):
                      if c["search_by"] == "supernet" else c["search_by"]) + f" ({c['search']})"
             search_rows.setdefault(label, []).append(s["table3"])
     lines = []
-    if rank_rows:
+    if rank_rows or proxy_rows:
         lines.append(f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>14s}" for k in ("tau", "r", "rho", "CPR")))
-        for label, rows in rank_rows.items():
+        for label, rows in list(proxy_rows.items()) + list(rank_rows.items()):
             cells = [f"{100 * np.mean([m[k] for m in rows]):6.2f}+-{100 * np.std([m[k] for m in rows]):5.2f}"
                      for k in ("tau", "r", "rho", "cpr")]
             lines.append(f"{label:18s} {len(rows):4d} " + " ".join(f"{c:>14s}" for c in cells))
@@ -2157,10 +2179,20 @@ def summarize(cfg):
         lines.append(format_table3(groups))
     text = "\n".join(lines) or "no finished runs found"
     print(text)
-    summary = dict(ranking={k: v for k, v in rank_rows.items()}, search=search_rows)
+    summary = dict(ranking=rank_rows, proxies=proxy_rows, search=search_rows)
     if cfg.out:
         os.makedirs(cfg.out, exist_ok=True)
         atomic_write_text(os.path.join(cfg.out, "summary.json"), json.dumps(summary, indent=1))
+    if cfg.plot:  # Fig. 1 from the runs evaluated more than once: mean tau per epoch over their seeds
+        if not curves:
+            raise UserError("--plot needs runs trained with --eval-every (a tau curve, not a single evaluation)")
+        mean_curves = {}
+        for label, runs in curves.items():
+            epochs = sorted(set.intersection(*(set(r) for r in runs)))
+            mean_curves[label] = (epochs, [np.mean([r[e] for r in runs]) for e in epochs])
+        taus = {name: rows[0]["tau"] for name, rows in proxy_rows.items()}
+        summary["fig1"] = plot_fig1(mean_curves, taus, os.path.join(cfg.out or ".", "fig1_tau.png"),
+                                    "Kendall tau of the supernet ranking vs zero-cost proxies")
     return summary
 
 
@@ -2399,6 +2431,9 @@ def main(argv=None):
 
 def export_main(cfg):
     """--mode export-benchmark --data OFFICIAL_FILE --out DIR: official NATS-Bench/NB201 file -> our CSVs."""
+    if not os.path.exists(cfg.data):
+        raise UserError(f"official benchmark file {cfg.data!r} not found (e.g. NATS-tss-v1_0-3ffb9-simple or "
+                        f"NAS-Bench-201-v1_1-096897.pth); pass it with --data")
     try:
         from nats_bench import create
         api = create(cfg.data, "tss", fast_mode=True, verbose=False)

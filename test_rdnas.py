@@ -844,3 +844,39 @@ def test_torchrun_two_processes_agree_write_once_and_resume(tmp_path):
     assert json.load(open(out / "results.json"))["rank_weight_checksums"] == res["rank_weight_checksums"]
     with pytest.raises(SystemExit, match="written by 2 processes"):
         rdnas.main(["--space", "resnet48", "--preset", "tiny", "--out", str(out), "--resume"])
+
+
+def test_summarize_tables_and_fig1_over_runs(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    bench = str(tiny_benchmark(tmp_path))
+    for method, seed in (("spos", 0), ("spos", 1), ("rd", 0)):
+        rdnas.main(["--preset", "tiny", "--method", method, "--seed", str(seed), "--eval-every", "1",
+                    "--benchmark", bench, "--out", str(tmp_path / f"runs/{method}-{seed}")])
+    rdnas.main(["--mode", "proxies", "--preset", "tiny", "--proxies", "flops,synflow", "--benchmark", bench,
+                "--out", str(tmp_path / "runs/proxies")])
+    capsys.readouterr()
+    summary = rdnas.main(["--mode", "summarize", "--runs", str(tmp_path / "runs/*"), "--plot",
+                          "--out", str(tmp_path / "summary")])
+    text = capsys.readouterr().out
+    assert len(summary["ranking"]["spos"]) == 2 and len(summary["ranking"]["rd+group"]) == 1
+    assert set(summary["proxies"]) == {"flops", "synflow"} and "synflow" in text and "+-" in text
+    taus = [m["tau"] for m in summary["ranking"]["spos"]]
+    assert f"{100 * np.mean(taus):6.2f}+-{100 * np.std(taus):5.2f}" in text
+    assert (tmp_path / "summary" / "fig1_tau.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_presets_and_the_standalone_recipe_precedence():
+    paper = rdnas.parse_args([])
+    assert (paper.dataset, paper.C, paper.N, paper.epochs, paper.lr, paper.batch_size) == ("cifar10", 16, 5, 250, 0.025, 64)
+    alone = rdnas.parse_args(["--mode", "standalone", "--arch", IDX0])
+    assert (alone.epochs, alone.lr, alone.batch_size) == (200, 0.1, 256)          # NB201's stand-alone recipe
+    gt = rdnas.parse_args(["--preset", "cpu", "--mode", "build-gt", "--epochs", "9"])
+    assert (gt.epochs, gt.lr, gt.valid_subset, gt.C, gt.N, gt.resolution) == (9, 0.05, 0, 8, 1, 16)  # flag wins
+    assert rdnas.parse_args(["--space", "resnet48"]).epochs == 70
+    with pytest.raises(SystemExit):
+        rdnas.parse_args(["--preset", "laptop"])
+
+
+def test_export_without_the_official_file_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="official benchmark file .* not found"):
+        rdnas.main(["--mode", "export-benchmark", "--data", str(tmp_path / "NATS-missing"), "--out", str(tmp_path)])

@@ -4,17 +4,19 @@ Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850
 Authors' code: https://github.com/pprp/CVPR2022-NAS-competition-Track1-3th-solution
 
 One readable file, in the paper's order:
-  search space and supernet (NAS-Bench-201, Sec. 3.2)  -> NB201Net, NB201Supernet
-  zero-cost proxies, the teachers (Sec. 2.1, Table 2)   -> PROXIES, concordant_pair_ratio (Eq. 2)
-  margin ranking loss (Sec. 2.2.1, Eq. 3)               -> margin_ranking_loss
-  margin subnet sampler (Sec. 2.2.2, Eq. 4)             -> hamming_distance, group_distance, MarginSubnetSampler
-  one-shot training: SPOS, FairNAS, Sandwich, RD-NAS    -> METHODS, train
-  ranking evaluation and search (Tables 2-4)            -> evaluate_ranking, rank_metrics, search
+  search spaces and supernets: NAS-Bench-201 (Sec. 3.2), ResNet48 (Sec. 3.1)
+                                                   -> NB201Net, NB201Supernet, ResNet48Net, ResNet48Supernet
+  zero-cost proxies, the teachers (Sec. 2.1)       -> PROXIES, Teacher
+  margin subnet sampler (Sec. 2.2.2, Eq. 4)        -> hamming_distance, group_distance, MarginSubnetSampler
+  margin ranking loss (Sec. 2.2.1, Eq. 3)          -> margin_ranking_loss
+  one-shot training: SPOS, FairNAS, Sandwich, RD   -> METHODS, train, train_resnet48
+  ranking metrics and evaluation (Eq. 2, Table 2)  -> concordant_pair_ratio, rank_metrics, evaluate_ranking
+  search and reports (Tables 1-4, Fig. 1)          -> evolution_search, summarize, plot_fig1
 
 Run:
-  python rdnas.py --space nb201                       # the paper's NB201 setting (GPU, CIFAR-10)
-  python rdnas.py --preset cpu                        # a few minutes on a laptop (Fashion-MNIST)
-  python rdnas.py --mode proxies --benchmark nb201_cifar10-valid_200ep_train_valid_test.csv
+  python rdnas.py --space nb201 --benchmark nb201_cifar10-valid_200ep_train_valid_test.csv   # paper, 1 GPU
+  python rdnas.py --preset cpu                     # minutes on a laptop (Fashion-MNIST, our ground truth)
+  torchrun --nproc_per_node=8 rdnas.py --space resnet48 --data IMAGENET                      # paper, 8 GPUs
 """
 import argparse
 import copy
@@ -1428,7 +1430,8 @@ RESUME_FREE = {"resume", "out", "device", "log_every", "plot", "data", "eval_eve
 
 
 def run_dir(cfg):
-    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{cfg.method}-{cfg.sampler}-seed{cfg.seed}")
+    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
+    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
     os.makedirs(out, exist_ok=True)
     return out
 
@@ -1542,6 +1545,8 @@ def train(cfg):
         log_json(out, dict(event="config", config=dataclasses.asdict(cfg), benchmark=table_path, split=data["split"]))
         if table is None:
             print("no ground truth given (--benchmark): subnets are trained and ranked, but no correlation is computed")
+        else:
+            print(f"ground truth: {table_path} ({len(table)} archs)")
     print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} "
           f"({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, "
           f"device {device}, run folder {out}")

@@ -880,3 +880,25 @@ def test_presets_and_the_standalone_recipe_precedence():
 def test_export_without_the_official_file_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="official benchmark file .* not found"):
         rdnas.main(["--mode", "export-benchmark", "--data", str(tmp_path / "NATS-missing"), "--out", str(tmp_path)])
+
+
+# ---- the project's own Fashion-MNIST ground truth (results/) ----
+
+GT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fmnist_gt.csv")
+
+
+def test_shipped_fashion_mnist_ground_truth_is_sane_and_the_default():
+    rows = list(csv.DictReader(open(GT)))
+    archs = [r["arch"] for r in rows]
+    assert len(rows) >= 150 and len(set(archs)) == len(archs)
+    assert all(arch_to_str(str_to_arch(a)) == a for a in archs)
+    seeds = [[float(r["acc_seed0"]), float(r["acc_seed1"])] for r in rows]
+    assert all(0 <= v <= 100 for s in seeds for v in s)
+    assert all(float(r["accuracy"]) == pytest.approx(np.mean(s), abs=1e-3) for r, s in zip(rows, seeds))
+    # archs whose cell has no input-output path stay at chance (10 classes), the others learn
+    for a, s in zip(archs, seeds):
+        assert (np.mean(s) < 15) == (not rdnas.is_connected(str_to_arch(a))), a
+    recipe = json.load(open(os.path.join(os.path.dirname(GT), "fmnist_gt_recipe.json")))
+    assert (recipe["dataset"], recipe["resolution"], recipe["C"], recipe["N"]) == ("fashion-mnist", 16, 8, 1)
+    assert rdnas.default_benchmark(rdnas.parse_args(["--preset", "cpu"])) == GT
+    assert rdnas.default_benchmark(rdnas.parse_args(["--preset", "cpu", "--C", "16"])) == ""

@@ -555,10 +555,29 @@ def test_resume_after_a_kill_is_exact(tmp_path, monkeypatch):
         real_save(path, **state)
         raise KeyboardInterrupt("killed after epoch 1")
     monkeypatch.setattr(rdnas, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit, match="interrupted; .* with --resume continues"):
         rdnas.main(args + ["--out", str(tmp_path / "b")])
     monkeypatch.setattr(rdnas, "save_checkpoint", real_save)
     resumed, _ = rdnas.main(args + ["--out", str(tmp_path / "b"), "--resume"])
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(v, w), k
+
+
+def test_kill_during_an_evaluation_loses_no_training_and_resumes_exactly(tmp_path, monkeypatch):
+    args = ["--preset", "tiny", "--epochs", "2", "--eval-every", "1", "--benchmark", "none"]
+    straight, final = rdnas.main(args + ["--out", str(tmp_path / "a")])
+    real_eval = rdnas.evaluate_and_log
+    def die(*a, **k):
+        raise KeyboardInterrupt("killed while ranking after epoch 1")
+    monkeypatch.setattr(rdnas, "evaluate_and_log", die)
+    with pytest.raises(SystemExit, match="interrupted"):
+        rdnas.main(args + ["--out", str(tmp_path / "b")])
+    monkeypatch.setattr(rdnas, "evaluate_and_log", real_eval)
+    assert torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["epoch"] == 1   # epoch 1 was kept
+    resumed, final_b = rdnas.main(args + ["--out", str(tmp_path / "b"), "--resume"])
+    epochs = [json.loads(l)["epoch"] for l in open(tmp_path / "b" / "log.jsonl") if '"eval"' in l]
+    assert epochs == [1, 2]                                        # the interrupted evaluation was done on resume
+    assert final_b["supernet_acc"] == final["supernet_acc"]
     for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(v, w), k
 
@@ -715,7 +734,7 @@ def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch):
             raise KeyboardInterrupt("killed")
         return real(*a, **k)
     monkeypatch.setattr(rdnas, "train_standalone", counted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit, match="interrupted"):
         rdnas.main(args)
     monkeypatch.setattr(rdnas, "train_standalone", real)
     path = rdnas.main(args)
@@ -902,3 +921,10 @@ def test_shipped_fashion_mnist_ground_truth_is_sane_and_the_default():
     assert (recipe["dataset"], recipe["resolution"], recipe["C"], recipe["N"]) == ("fashion-mnist", 16, 8, 1)
     assert rdnas.default_benchmark(rdnas.parse_args(["--preset", "cpu"])) == GT
     assert rdnas.default_benchmark(rdnas.parse_args(["--preset", "cpu", "--C", "16"])) == ""
+
+
+def test_help_documents_flags_from_config_comments(capsys):
+    assert "15,625" in rdnas.FLAG_HELP["ops"]
+    with pytest.raises(SystemExit):
+        rdnas.main(["--help"])
+    assert "m of Eq. 3" in capsys.readouterr().out

@@ -2164,18 +2164,15 @@ def summarize(cfg):
     folders = sorted(glob.glob(cfg.runs)) if cfg.runs else []
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
-    rank_rows, search_rows, proxy_rows, curves = {}, {}, {}, {}
+    method_label = lambda c: c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "")
+    rank_rows, search_rows, proxy_rows, curves, finished = {}, {}, {}, {}, []
     for folder in folders:
         res = os.path.join(folder, "results.json")
         if os.path.exists(res):
             with open(res) as f:
                 r = json.load(f)
-            c = r["config"]
             if r.get("final") and r["final"].get("metrics"):
-                label = c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "")
-                rank_rows.setdefault(label, []).append(r["final"]["metrics"])
-                if len(r["curve"]) > 1:
-                    curves.setdefault(label, []).append({p["epoch"]: p["metrics"]["tau"] for p in r["curve"]})
+                finished.append(r)
         if os.path.exists(os.path.join(folder, "proxies.json")):
             with open(os.path.join(folder, "proxies.json")) as f:
                 for name, row in json.load(f)["proxies"].items():
@@ -2185,9 +2182,18 @@ def summarize(cfg):
             with open(path) as f:
                 s = json.load(f)
             c, mc = s["config"], s["model_config"]
-            label = (mc["method"] + (f"+{mc['sampler']}" if mc["method"] == "rd" else "")
-                     if c["search_by"] == "supernet" else c["search_by"]) + f" ({c['search']})"
+            label = (method_label(mc) if c["search_by"] == "supernet" else c["search_by"]) + f" ({c['search']})"
             search_rows.setdefault(label, []).append(s["table3"])
+    # runs are averaged per method; settings other than the method and seed that differ between runs (say
+    # --epochs) join the label, so that different budgets are never averaged together
+    free = {"method", "sampler", "seed", "out", "resume", "eval_every", "plot", "log_every", "device", "workers"}
+    varying = [k for k in (finished[0]["config"] if finished else {})
+               if k not in free and len({json.dumps(r["config"].get(k)) for r in finished}) > 1]
+    for r in finished:
+        label = method_label(r["config"]) + "".join(f" {k}={r['config'].get(k)}" for k in varying)
+        rank_rows.setdefault(label, []).append(r["final"]["metrics"])
+        if len(r["curve"]) > 1:
+            curves.setdefault(label, []).append({p["epoch"]: p["metrics"]["tau"] for p in r["curve"]})
     lines = []
     if rank_rows or proxy_rows:
         lines.append(f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>14s}" for k in ("tau", "r", "rho", "CPR")))

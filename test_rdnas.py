@@ -928,3 +928,13 @@ def test_help_documents_flags_from_config_comments(capsys):
     with pytest.raises(SystemExit):
         rdnas.main(["--help"])
     assert "m of Eq. 3" in capsys.readouterr().out
+
+
+def test_summarize_never_averages_different_budgets(tmp_path, capsys):
+    for epochs in ("1", "2"):
+        rdnas.main(["--preset", "tiny", "--method", "spos", "--epochs", epochs, "--eval-archs", "6",
+                    "--benchmark", str(tiny_benchmark(tmp_path)), "--out", str(tmp_path / f"runs/spos-{epochs}")])
+    capsys.readouterr()
+    rdnas.main(["--mode", "summarize", "--runs", str(tmp_path / "runs/*")])
+    out = capsys.readouterr().out
+    assert re.search(r"spos epochs=1 +1 ", out) and re.search(r"spos epochs=2 +1 ", out)

@@ -2116,13 +2116,12 @@ def run_search(cfg):
         kw, batch = net_kwargs(model_cfg, data), fixed_batch(data, model_cfg, device, mean_std)
         def score(arch):
             return score_arch(name, arch, kw, batch, cfg.eval_seed)
-    counter = [0]
+    seen = []
     def scored(arch):
-        counter[0] += 1
-        value = score(arch)
-        if counter[0] % max(1, cfg.budget // 10) == 0 or counter[0] == cfg.budget:
-            print(f"search {counter[0]}/{cfg.budget}: last {value:.4g}", flush=True)
-        return value
+        seen.append(score(arch))
+        if len(seen) % max(1, cfg.budget // 10) == 0 or len(seen) == cfg.budget:
+            print(f"search {len(seen)}/{cfg.budget}: best so far {max(seen):.4g}", flush=True)
+        return seen[-1]
     rng = random.Random(cfg.seed)
     t = time.time()
     if cfg.search == "evolution":

@@ -1563,8 +1563,8 @@ def train(cfg):
                         rng=dict(python=ctx.rng.getstate(), data=gen.get_state(), torch=torch.get_rng_state(),
                                  fallbacks=ctx.sampler.fallbacks if ctx.sampler else 0))
 
-    def eval_due(epoch):
-        return epoch > 0 and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs)
+    def eval_due(epoch):  # --epochs 0 ranks the untrained supernet: Table 2's "Random" row
+        return (cfg.eval_every and epoch > 0 and epoch % cfg.eval_every == 0) or epoch == cfg.epochs
 
     if eval_due(start_epoch) and (not history or history[-1]["epoch"] != start_epoch):   # killed while evaluating
         history.append(evaluate_and_log(net, eval_archs, valid_loader, cfg, recal, table, out, start_epoch))
@@ -2163,7 +2163,8 @@ def summarize(cfg):
     folders = sorted(glob.glob(cfg.runs)) if cfg.runs else []
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
-    method_label = lambda c: c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "")
+    def method_label(c):
+        return c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "") if c["epochs"] else "random init"
     rank_rows, search_rows, proxy_rows, curves, finished = {}, {}, {}, {}, []
     for folder in folders:
         res = os.path.join(folder, "results.json")
@@ -2186,10 +2187,11 @@ def summarize(cfg):
     # runs are averaged per method; settings other than the method and seed that differ between runs (say
     # --epochs) join the label, so that different budgets are never averaged together
     free = {"method", "sampler", "seed", "out", "resume", "eval_every", "plot", "log_every", "device", "workers"}
-    varying = [k for k in (finished[0]["config"] if finished else {})
-               if k not in free and len({json.dumps(r["config"].get(k)) for r in finished}) > 1]
+    trained = [r for r in finished if r["config"]["epochs"]]
+    varying = [k for k in (trained[0]["config"] if trained else {})
+               if k not in free and len({json.dumps(r["config"].get(k)) for r in trained}) > 1]
     for r in finished:
-        label = method_label(r["config"]) + "".join(f" {k}={r['config'].get(k)}" for k in varying)
+        label = method_label(r["config"]) + "".join(f" {k}={r['config'].get(k)}" for k in varying if r in trained)
         rank_rows.setdefault(label, []).append(r["final"]["metrics"])
         if len(r["curve"]) > 1:
             curves.setdefault(label, []).append({p["epoch"]: p["metrics"]["tau"] for p in r["curve"]})

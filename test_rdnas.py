@@ -930,11 +930,15 @@ def test_help_documents_flags_from_config_comments(capsys):
     assert "m of Eq. 3" in capsys.readouterr().out
 
 
-def test_summarize_never_averages_different_budgets(tmp_path, capsys):
+def test_summarize_never_averages_different_budgets_and_ranks_the_untrained_supernet(tmp_path, capsys):
     for epochs in ("1", "2"):
         rdnas.main(["--preset", "tiny", "--method", "spos", "--epochs", epochs, "--eval-archs", "6",
                     "--benchmark", str(tiny_benchmark(tmp_path)), "--out", str(tmp_path / f"runs/spos-{epochs}")])
+    untrained, final = rdnas.main(["--preset", "tiny", "--epochs", "0", "--eval-archs", "6", "--benchmark",
+                                   str(tiny_benchmark(tmp_path)), "--out", str(tmp_path / "runs/random")])
+    assert len(final["supernet_acc"]) == 6                # Table 2's "Random": the supernet ranked untrained
     capsys.readouterr()
     rdnas.main(["--mode", "summarize", "--runs", str(tmp_path / "runs/*")])
     out = capsys.readouterr().out
     assert re.search(r"spos epochs=1 +1 ", out) and re.search(r"spos epochs=2 +1 ", out)
+    assert re.search(r"random init +1 ", out)

@@ -16,6 +16,8 @@ for seed in $SEEDS; do
   python rdnas.py $common --seed "$seed" --method rd --sampler hamming      --out "runs/nb201-rd-hamming-s$seed"
   python rdnas.py $common --seed "$seed" --method rd --sampler group --plot --out "runs/nb201-rd-group-s$seed"
   python rdnas.py $common --seed "$seed" --method fairnas                   --out "runs/nb201-fairnas-s$seed"
+  # Table 2's "Random" row: the same supernet ranked untrained
+  python rdnas.py $common --seed "$seed" --method spos --epochs 0           --out "runs/nb201-random-s$seed"
   # Table 3: search each trained supernet (evolution, 1000 archs), and the zero-shot NASWOT-style baseline
   for run in spos rd-group; do
     python rdnas.py --mode search --seed "$seed" --data "$DATA" --benchmark "$BENCH" --budget 1000 \

@@ -2269,7 +2269,7 @@ def build_ground_truth(cfg):
     data = load_dataset(cfg)
     archs = random.Random(cfg.eval_seed).sample(all_archs(OP_SETS[cfg.ops]), cfg.gt_archs)
     progress_path = os.path.join(out, "gt_progress.jsonl")
-    done = {}
+    done, seconds = {}, []
     if os.path.exists(progress_path):
         with open(progress_path) as f:
             for line in f:
@@ -2278,6 +2278,7 @@ def build_ground_truth(cfg):
                 except json.JSONDecodeError:
                     continue  # a line cut short by a kill
                 done[(r["arch"], r["seed"])] = r["acc"]
+                seconds.append(r.get("seconds", 0.0))
     recipe = {k: getattr(cfg, k) for k in ("dataset", "resolution", "C", "N", "train_subset", "valid_subset",
                                            "epochs", "batch_size", "lr", "lr_min", "weight_decay", "nesterov", "ops",
                                            "eval_seed", "gt_archs", "gt_seeds")}
@@ -2291,8 +2292,9 @@ def build_ground_truth(cfg):
             if (key, seed) not in done:
                 t = time.time()
                 done[(key, seed)] = train_standalone(arch, data, cfg, seed, device)
+                seconds.append(time.time() - t)
                 with open(progress_path, "a") as f:
-                    f.write(json.dumps(dict(arch=key, seed=seed, acc=done[(key, seed)], seconds=time.time() - t)) + "\n")
+                    f.write(json.dumps(dict(arch=key, seed=seed, acc=done[(key, seed)], seconds=seconds[-1])) + "\n")
                 new += 1
         rows = [(arch_to_str(a), [done[(arch_to_str(a), s)] for s in range(cfg.gt_seeds)]) for a in archs[: k + 1]]
         lines = ["arch,accuracy," + ",".join(f"acc_seed{s}" for s in range(cfg.gt_seeds))]
@@ -2301,11 +2303,17 @@ def build_ground_truth(cfg):
         if new:
             left = (len(archs) - k - 1) * cfg.gt_seeds * (time.time() - t0) / new
             print(f"arch {k + 1}/{len(archs)} {key} acc {np.mean(rows[-1][1]):.2f}% eta {format_eta(left)}", flush=True)
-    accs = np.array([r[1] for r in rows])
+    accs = np.array([r[1] for r in rows])                      # (archs, seeds)
+    learned = accs.mean(1) > 100 / data["num_classes"] + 5        # archs whose cell has no path stay at chance
+    spread = f"{accs.mean(1)[learned].std(ddof=1):.2f} points" if learned.sum() > 1 else "n/a"
+    print(f"{len(accs)} archs, {int((~learned).sum())} at chance; spread (SD over archs above chance) {spread}; "
+          f"median {np.median(seconds):.1f} s per arch and seed")
     if cfg.gt_seeds >= 2:
         from scipy import stats
         tau = stats.kendalltau(accs[:, 0], accs[:, 1]).statistic
-        print(f"seed-to-seed Kendall tau (the ceiling of any ranking on this ground truth): {100 * tau:.2f}")
+        noise = np.abs(accs[:, 0] - accs[:, 1]).mean() / math.sqrt(2)   # per-run SD estimated from seed pairs
+        print(f"seed noise {noise:.2f} points; seed-to-seed Kendall tau (the ceiling of any ranking on this "
+              f"ground truth): {100 * tau:.2f}")
     return os.path.join(out, "gt.csv")
 
 

@@ -723,7 +723,7 @@ def test_bench_mode_prints_every_figure(tmp_path, capsys):
     assert res["supernet_vs_standalone_step"] > 0 and res["benchmark_load"]["archs"] == 15625
 
 
-def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch):
+def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch, capsys):
     args = ["--mode", "build-gt", "--preset", "tiny", "--epochs", "1", "--gt-archs", "3", "--gt-seeds", "2",
             "--out", str(tmp_path / "gt")]
     calls = []
@@ -737,7 +737,10 @@ def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="interrupted"):
         rdnas.main(args)
     monkeypatch.setattr(rdnas, "train_standalone", real)
+    capsys.readouterr()
     path = rdnas.main(args)
+    assert re.search(r"3 archs, \d at chance; spread .* seed noise [\d.]+ points; seed-to-seed Kendall tau",
+                     capsys.readouterr().out.replace("\n", " "))
     lines = open(tmp_path / "gt" / "gt_progress.jsonl").read().splitlines()
     assert len(lines) == 6                          # 2 runs kept from before the kill + 4 new, none repeated
     table = rdnas.load_benchmark(path)

@@ -2164,7 +2164,9 @@ def summarize(cfg):
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
     def method_label(c):
-        return c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "") if c["epochs"] else "random init"
+        if not c["epochs"]:
+            return "random init"                                # --epochs 0: Table 2's "Random" row
+        return c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else "")
     rank_rows, search_rows, proxy_rows, curves, finished = {}, {}, {}, {}, []
     for folder in folders:
         res = os.path.join(folder, "results.json")
@@ -2191,7 +2193,8 @@ def summarize(cfg):
     varying = [k for k in (trained[0]["config"] if trained else {})
                if k not in free and len({json.dumps(r["config"].get(k)) for r in trained}) > 1]
     for r in finished:
-        label = method_label(r["config"]) + "".join(f" {k}={r['config'].get(k)}" for k in varying if r in trained)
+        c = r["config"]
+        label = method_label(c) + ("".join(f" {k}={c.get(k)}" for k in varying) if c["epochs"] else "")
         rank_rows.setdefault(label, []).append(r["final"]["metrics"])
         if len(r["curve"]) > 1:
             curves.setdefault(label, []).append({p["epoch"]: p["metrics"]["tau"] for p in r["curve"]})

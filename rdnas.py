@@ -2386,7 +2386,7 @@ def bench(cfg):
     pairs = np.array([(median_time(rd, 1), median_time(spos, 1)) for _ in range(max(40, 2 * len(archs)))])
     results["rd_group_vs_spos_step"] = float(pairs[:, 0].mean() / pairs[:, 1].mean())
     # 3. proxies: seconds per arch, and cost relative to one forward + backward of the same net and batch
-    proxy_rows = {}
+    proxy_rows, floor = {}, []
     for name in parse_proxies(cfg.proxies):
         secs, rel = [], []
         for arch in archs:
@@ -2399,7 +2399,14 @@ def bench(cfg):
             s = median_time(lambda: PROXIES[name](net, x, y), 1)
             secs.append(s)
             rel.append(s / base)
+            if name == "zen":  # the floor of its definition: two forwards in train mode, without the copy and init
+                def two_forwards():
+                    with torch.no_grad():
+                        net.features(x), net.features(x)
+                floor.append(median_time(two_forwards, 3) / base)
         proxy_rows[name] = dict(seconds_per_arch=float(np.median(secs)), vs_fwd_bwd=float(np.median(rel)))
+        if name == "zen":
+            proxy_rows[name]["two_forwards_vs_fwd_bwd"] = float(np.median(floor))
     results["proxies"] = proxy_rows
     # 4. ranking 200 subnets: --bn recal vs --bn train (tiny supernet, synthetic data, 10 recal batches)
     ecfg = dataclasses.replace(cfg, **PRESETS["nb201"]["tiny"])
@@ -2426,7 +2433,8 @@ def bench(cfg):
           f"{len(ratios48)} codes): {results['resnet48_subnet_vs_standalone_step']:.3f}")
     print(f"  RD + Group step / SPOS step (same batch, cached FLOPs teacher): {results['rd_group_vs_spos_step']:.2f}")
     for name, row in proxy_rows.items():
-        print(f"  proxy {name:8s} {row['seconds_per_arch']:.4f} s/arch, {row['vs_fwd_bwd']:.2f} x one forward+backward")
+        print(f"  proxy {name:8s} {row['seconds_per_arch']:.4f} s/arch, {row['vs_fwd_bwd']:.2f} x one forward+backward"
+              + (f" (its two forwards alone: {row['two_forwards_vs_fwd_bwd']:.2f})" if name == "zen" else ""))
     e = results["eval_200_subnets"]
     print(f"  ranking 200 subnets (tiny preset): bn=train {e['train_s']:.2f}s, bn=recal {e['recal_s']:.2f}s, "
           f"ratio {e['recal_vs_train']:.2f}")

@@ -715,10 +715,11 @@ def test_plot_writes_the_fig1_png(tmp_path):
 
 
 def test_bench_mode_prints_every_figure(tmp_path, capsys):
-    res = rdnas.main(["--mode", "bench", "--preset", "tiny", "--bench-archs", "1", "--proxies", "flops,synflow",
+    res = rdnas.main(["--mode", "bench", "--preset", "tiny", "--bench-archs", "1", "--proxies", "flops,synflow,zen",
                       "--benchmark", str(tiny_benchmark(tmp_path)), "--out", str(tmp_path / "b")])
     text = capsys.readouterr().out
-    for key in ("supernet path", "RD + Group step", "proxy synflow", "ranking 200 subnets", "load_benchmark"):
+    for key in ("supernet path", "RD + Group step", "proxy synflow", "its two forwards alone", "ranking 200 subnets",
+                "load_benchmark"):
         assert key in text
     assert res["supernet_vs_standalone_step"] > 0 and res["benchmark_load"]["archs"] == 15625
 

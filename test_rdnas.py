@@ -524,6 +524,23 @@ def test_rd_step_lowers_the_ranking_term_on_a_fixed_pair(tiny_batch):
     assert rank_term() < start
 
 
+@pytest.mark.parametrize("detach", [False, True])
+def test_rd_detach_sends_the_ranking_gradient_only_through_the_preferred_subnet(detach, tiny_batch):
+    a_i, a_j = ("nor_conv_3x3",) * 6, ("nor_conv_1x1",) * 6    # the FLOPs teacher prefers a_i
+    grads = []
+    for weight in (0.0, 1.0):                                  # the difference is the ranking term's gradient
+        torch.manual_seed(0)
+        net = NB201Supernet(C=4, N=1)
+        ctx = make_ctx("rd", margin=10.0, rd_schedule="constant", rd_weight=weight, rd_detach=detach)
+        ctx.sampler = lambda: (a_i, a_j)                       # margin 10: the hinge is active
+        rdnas.rd_step(net, *tiny_batch, ctx)
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
+    rank_grad = {n: (grads[1][n] - grads[0][n]).abs().max().item() for n in grads[0]}
+    reaches = lambda op: max(g for n, g in rank_grad.items() if f".{op}." in n) > 1e-6
+    assert reaches("nor_conv_3x3")
+    assert reaches("nor_conv_1x1") != detach                   # --rd-detach: the other subnet gets none
+
+
 # ---- end to end ----
 
 def tiny_benchmark(tmp_path, ops=OPS):

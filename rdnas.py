@@ -1760,7 +1760,11 @@ def train_resnet48(cfg):
     train_set, valid_set, num_classes = resnet48_datasets(cfg)
     net, base = build_resnet48(cfg, num_classes, device)
     if cfg.init:
-        net.load_state_dict(load_checkpoint(cfg.init)["model"])
+        try:
+            net.load_state_dict(load_checkpoint(cfg.init)["model"])
+        except RuntimeError:
+            raise UserError(f"--init {cfg.init}: its supernet has other shapes than this one (check --base-width "
+                            f"and the dataset's classes)") from None
     model = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP

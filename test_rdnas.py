@@ -864,6 +864,36 @@ def test_resnet48_train_and_rank_write_a_submission(tmp_path, capsys):
         rdnas.main(["--space", "resnet48", "--preset", "tiny", "--mode", "rank", "--out", out, "--archs", str(bad)])
 
 
+def test_resnet48_init_skips_pretraining_and_rejects_another_shape(tmp_path, capsys):
+    rdnas.main(["--space", "resnet48", "--preset", "tiny", "--out", str(tmp_path / "a")])
+    capsys.readouterr()
+    rdnas.main(["--space", "resnet48", "--preset", "tiny", "--init", str(tmp_path / "a" / "ckpt.pt"),
+                "--out", str(tmp_path / "b")])
+    text = capsys.readouterr().out
+    assert "pretrain epoch" not in text and "train epoch 1/1" in text
+    with pytest.raises(SystemExit, match="--init .*other shapes"):
+        rdnas.main(["--space", "resnet48", "--preset", "tiny", "--base-width", "16", "--init",
+                    str(tmp_path / "a" / "ckpt.pt"), "--out", str(tmp_path / "c")])
+
+
+def test_teacher_gt_metric_and_ckpt_flags(tmp_path, capsys):
+    archs = rdnas.all_archs()
+    rng = np.random.default_rng(0)
+    valid = [rdnas.arch_cost(a)[0] + rng.normal() for a in archs]
+    table = tmp_path / "three_columns.csv"                     # the NB201 layout; test = -validation
+    table.write_text("file id,arch str,cfg name,C,N,train accuracy,validation accuracy,test accuracy\n" + "".join(
+        f"{k},{rdnas.arch_to_str(a)},x,4,1,0,{v},{-v}\n" for k, (a, v) in enumerate(zip(archs, valid))))
+    out = tmp_path / "run"
+    _, final = rdnas.main(["--preset", "tiny", "--teacher", "synflow", "--benchmark", str(table),
+                           "--gt-metric", "test", "--out", str(out)])
+    by_arch = dict(zip(map(rdnas.arch_to_str, archs), valid))
+    assert final["gt"] == [-by_arch[a] for a in final["archs"]]
+    assert len(json.load(open(out / "teacher_synflow.json"))) > 0      # the synflow teacher's cache
+    res = rdnas.main(["--mode", "search", "--preset", "tiny", "--ckpt", str(out / "ckpt.pt"),
+                      "--out", str(tmp_path / "search"), "--benchmark", "none"])
+    assert len(res["trace"]) == 20 and os.path.exists(tmp_path / "search" / "search_evolution_supernet.json")
+
+
 def test_torchrun_two_processes_agree_write_once_and_resume(tmp_path):
     import subprocess, sys, shutil
     if not torch.distributed.is_available():

@@ -195,7 +195,18 @@ def parse_args(argv=None):
     recipe = values.pop("standalone", {})
     if args.get("mode") in ("standalone", "build-gt"):   # training one arch from scratch has its own recipe
         values.update(recipe)
-    return dataclasses.replace(Config(), **{**values, **args})
+    cfg = dataclasses.replace(Config(), **{**values, **args})
+    for names, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
+        for name in names:
+            if getattr(cfg, name) < least:
+                p.error(f"argument --{name.replace('_', '-')}: must be >= {least}, got {getattr(cfg, name)}")
+    return cfg
+
+
+POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
+                   "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
+NON_NEGATIVE_FIELDS = ("resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
+                       "pretrain_epochs", "workers")
 
 
 def resolved_mu(cfg):

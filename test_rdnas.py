@@ -629,6 +629,14 @@ def test_argparse_choices_reject_unknown_values(capsys):
     with pytest.raises(SystemExit):
         rdnas.main(["--method", "darts"])
     assert "invalid choice: 'darts'" in capsys.readouterr().err
+    for argv, says in ((["--C", "0"], "--C: must be >= 1, got 0"), (["--epochs", "-1"], "--epochs: must be >= 0"),
+                       (["--batch-size", "0"], "--batch-size: must be >= 1")):
+        with pytest.raises(SystemExit):
+            rdnas.main(["--preset", "tiny"] + argv)
+        assert says in capsys.readouterr().err
+    for space in rdnas.PRESETS:                                # every preset passes the same checks
+        for preset in rdnas.PRESETS[space]:
+            rdnas.parse_args(["--space", space, "--preset", preset])
 
 
 def test_import_is_silent():

@@ -1126,6 +1126,9 @@ class MarginSubnetSampler:
 
 
 # ---- Margin ranking loss (Sec. 2.2.1, Eq. 3) ----
+# Eq. 1: the supernet should order a pair as stand-alone training would, max P(pi*_i > pi*_j), and the proxy's
+# order P(pi^z_i - pi^z_j > 0) stands in for it (its noise sigma_i - sigma_j is ~0 in expectation). Eq. 3 turns
+# that order into a hinge on the two subnets' cross-entropies.
 
 def margin_ranking_loss(ce_i, ce_j, score_i, score_j, margin=0.0):
     """Eq. 3: L_rd = max[0, m - (L_ce(a_i) - L_ce(a_j))] for a pair where the teacher ranks a_j above a_i.

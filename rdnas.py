@@ -22,6 +22,7 @@ import argparse
 import copy
 import csv
 import dataclasses
+import datetime
 import gzip
 import inspect
 import itertools
@@ -546,20 +547,21 @@ class ResNet48Block(nn.Module):
         super().__init__()
         self.stride = stride
         self.conv1, self.bn1 = conv(C_in, C_mid, 3, stride, 1, bias=False), bn(C_mid)
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()              # modules, so that NASWOT's hooks see them
         self.conv2, self.bn2 = conv(C_mid, C_out, 3, 1, 1, bias=False), bn(C_out)
         projection = (stride != 1 or C_in != C_out) if projection is None else projection
         self.shortcut = nn.Sequential(conv(C_in, C_out, 1, stride, bias=False), bn(C_out)) if projection else None
 
     def forward(self, x, mid=None, out=None):
         slim = isinstance(self.conv1, SlimConv2d)
-        h = F.relu(self.bn1(self.conv1(x, mid) if slim else self.conv1(x)))
+        h = self.relu1(self.bn1(self.conv1(x, mid) if slim else self.conv1(x)))
         h = self.bn2(self.conv2(h, out) if slim else self.conv2(h))
         needs_projection = self.stride != 1 or x.shape[1] != h.shape[1]
         if needs_projection:
             sc = self.shortcut[1](self.shortcut[0](x, out) if slim else self.shortcut[0](x))
         else:
             sc = x
-        return F.relu(h + sc)
+        return self.relu2(h + sc)
 
 
 class ResNet48Net(nn.Module):
@@ -1200,13 +1202,13 @@ def fairnas_step(net, x, y, ctx):
     (backward one at a time, which saves memory) before a single optimizer step."""
     perms = [ctx.rng.sample(ctx.ops, len(ctx.ops)) for _ in EDGES]
     archs = [tuple(perm[k] for perm in perms) for k in range(len(ctx.ops))]
-    losses, correct = [], 0
+    losses, corrects = [], []
     for arch in archs:
         loss, c, _ = cross_entropy_step(net, x, y, arch)
         losses.append(loss)
-        correct = correct or c                                # accuracy of the first subnet
+        corrects.append(c)
     ctx.last_archs = archs
-    return dict(loss=sum(losses) / len(losses), correct=correct)
+    return dict(loss=sum(losses) / len(losses), correct=corrects[0])        # accuracy of the first subnet
 
 
 def sandwich_step(net, x, y, ctx):
@@ -1425,11 +1427,14 @@ def sample_eval_archs(ops, n, seed, table=None):
     pool = eval_pool(ops, table)
     if n == "all":
         return pool
-    try:
-        n = int(n)
-    except ValueError:
-        raise UserError(f"--eval-archs takes a number or 'all', got {n!r}") from None
-    return random.Random(seed).sample(pool, min(n, len(pool)))
+    return random.Random(seed).sample(pool, min(eval_count(n), len(pool)))
+
+
+def eval_count(n):
+    """--eval-archs as a number of subnets: at least 2, so that there is a ranking."""
+    if not str(n).isdigit() or int(n) < 2:
+        raise UserError(f"--eval-archs takes a number >= 2 (or 'all' on NB201), got {n!r}")
+    return int(n)
 
 
 def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None):
@@ -1695,7 +1700,8 @@ def init_distributed(cfg):
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # at the end rank 0 ranks the subnets alone while the others wait at a barrier: allow it hours, not minutes
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -1793,7 +1799,7 @@ def train_resnet48(cfg):
         raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
     if cfg.method == "rd":
         name = parse_proxies([cfg.teacher])[0]
-        xb, yb = next(iter(torch.utils.data.DataLoader(valid_set, cfg.proxy_batch)))
+        xb, yb = next(iter(torch.utils.data.DataLoader(train_set, cfg.proxy_batch)))   # never the ranking images
         ctx.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
                                                        (xb.to(device), yb.to(device)), cfg.eval_seed),
                               key=encode_resnet48_code, path=os.path.join(out, f"teacher_{name}.json") if main_rank else None)
@@ -1821,7 +1827,7 @@ def train_resnet48(cfg):
         log_json(out, dict(event="config", config=dataclasses.asdict(cfg), world_size=world))
     table = load_resnet48_table(cfg.benchmark)
     eval_rng = random.Random(cfg.eval_seed)
-    eval_archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
+    eval_archs = [sample_resnet48(eval_rng) for _ in range(eval_count(cfg.eval_archs))]
     epoch = 0
     for stage, epochs, lr0, method in stages:
         ctx.cfg = scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)  # this stage's schedule
@@ -1856,7 +1862,8 @@ def train_resnet48(cfg):
                                 epoch=epoch, world_size=world,
                                 rng=dict(python=ctx.rng.getstate(), torch=torch.get_rng_state()))
     # every rank reports a checksum of its weights: DDP keeps them identical
-    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64)
+    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64,
+                            device=device)                                   # NCCL gathers GPU tensors only
     sums_all = [checksum.clone() for _ in range(world)]
     if world > 1:
         import torch.distributed as dist
@@ -2026,6 +2033,7 @@ def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2,
     of the top-k archs seen so far, half by mutation and half by crossover, until exactly `budget` distinct
     archs have been scored. Returns (best arch, trace of (arch, score) in evaluation order)."""
     rng = rng or random.Random(0)
+    budget = min(budget, len(ops) ** len(EDGES))              # never more archs than the space holds
     seen, trace = {}, []
     def visit(arch):
         if arch not in seen and len(seen) < budget:
@@ -2288,7 +2296,10 @@ def build_ground_truth(cfg):
     """
     out, device = run_dir(cfg), get_device(cfg.device)
     data = load_dataset(cfg)
-    archs = random.Random(cfg.eval_seed).sample(all_archs(OP_SETS[cfg.ops]), cfg.gt_archs)
+    space = all_archs(OP_SETS[cfg.ops])
+    if cfg.gt_archs > len(space):
+        raise UserError(f"--gt-archs {cfg.gt_archs}: --ops {cfg.ops} has only {len(space)} archs")
+    archs = random.Random(cfg.eval_seed).sample(space, cfg.gt_archs)
     progress_path = os.path.join(out, "gt_progress.jsonl")
     done, seconds = {}, []
     if os.path.exists(progress_path):
@@ -2332,7 +2343,7 @@ def build_ground_truth(cfg):
     if cfg.gt_seeds >= 2:
         from scipy import stats
         tau = stats.kendalltau(accs[:, 0], accs[:, 1]).statistic
-        noise = np.abs(accs[:, 0] - accs[:, 1]).mean() / math.sqrt(2)   # per-run SD estimated from seed pairs
+        noise = math.sqrt(((accs[:, 0] - accs[:, 1]) ** 2).mean() / 2)   # per-run SD, from the seed pairs
         print(f"seed noise {noise:.2f} points; seed-to-seed Kendall tau (the ceiling of any ranking on this "
               f"ground truth): {100 * tau:.2f}")
     return os.path.join(out, "gt.csv")

@@ -617,7 +617,10 @@ def test_run_folder_and_checkpoint_errors(tmp_path, capsys):
     (["--benchmark", "/nonexistent.csv"], "benchmark file '/nonexistent.csv' not found"),
     (["--dataset", "fashion-mnist", "--data", "/nonexistent"], "Fashion-MNIST not found"),
     (["--mode", "proxies", "--proxies", "zenn"], "unknown proxy zenn; valid names"),
-    (["--eval-archs", "lots"], "--eval-archs takes a number or 'all'"),
+    (["--eval-archs", "lots"], "--eval-archs takes a number >= 2"),
+    (["--eval-archs", "0", "--epochs", "0"], "--eval-archs takes a number >= 2"),
+    (["--space", "resnet48", "--eval-archs", "all"], "--eval-archs takes a number >= 2"),
+    (["--mode", "build-gt", "--ops", "no-none", "--gt-archs", "5000"], "--ops no-none has only 4096 archs"),
 ])
 def test_user_mistakes_are_one_line_errors(argv, says, tmp_path):
     with pytest.raises(SystemExit) as e:
@@ -673,6 +676,12 @@ def test_search_budget_is_exact_and_seeded(search):
     assert len(calls) == len(trace) == 37 == len(set(calls))
     assert best == max(trace, key=lambda t: t[1])[0]
     assert run(0)[1] == trace
+
+
+def test_evolution_search_budget_is_capped_at_the_space_size():
+    best, trace = rdnas.evolution_search(lambda a: a.count("skip_connect"), ("none", "skip_connect"), 65,
+                                         population=8, topk=3, rng=random.Random(0))
+    assert len(trace) == 64 and best == ("skip_connect",) * 6     # 2^6 archs: all of them, then it stops
 
 
 def test_evolution_finds_the_optimum_more_often_than_random():
@@ -765,8 +774,11 @@ def test_build_gt_resumes_and_writes_a_loadable_table(tmp_path, monkeypatch, cap
     monkeypatch.setattr(rdnas, "train_standalone", real)
     capsys.readouterr()
     path = rdnas.main(args)
-    assert re.search(r"3 archs, \d at chance; spread .* seed noise [\d.]+ points; seed-to-seed Kendall tau",
-                     capsys.readouterr().out.replace("\n", " "))
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert re.search(r"3 archs, \d at chance; spread .* seed noise [\d.]+ points; seed-to-seed Kendall tau", printed)
+    rows = list(csv.DictReader(open(path)))
+    rms = math.sqrt(np.mean([(float(r["acc_seed0"]) - float(r["acc_seed1"])) ** 2 for r in rows]) / 2)
+    assert f"seed noise {rms:.2f} points" in printed
     lines = open(tmp_path / "gt" / "gt_progress.jsonl").read().splitlines()
     assert len(lines) == 6                          # 2 runs kept from before the kill + 4 new, none repeated
     table = rdnas.load_benchmark(path)
@@ -823,6 +835,13 @@ def test_random_codes_round_trip_and_widths():
 def test_invalid_codes_name_the_position(code, says):
     with pytest.raises(ValueError, match=re.escape(says)):
         rdnas.decode_resnet48_code(code)
+
+
+def test_naswot_hooks_every_relu_of_a_resnet48_net():
+    arch = rdnas.decode_resnet48_code(random_codes(1, seed=3)[0])
+    net = rdnas.ResNet48Net(arch, num_classes=10, base=(8, 16, 32, 64))
+    blocks = sum(len(s["mid"]) for s in arch["stages"])
+    assert sum(type(m) is torch.nn.ReLU for m in net.modules()) == 1 + 2 * blocks
 
 
 def test_resnet48_subnet_equals_standalone_net_with_sliced_weights():

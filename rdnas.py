@@ -1202,13 +1202,9 @@ def fairnas_step(net, x, y, ctx):
     (backward one at a time, which saves memory) before a single optimizer step."""
     perms = [ctx.rng.sample(ctx.ops, len(ctx.ops)) for _ in EDGES]
     archs = [tuple(perm[k] for perm in perms) for k in range(len(ctx.ops))]
-    losses, corrects = [], []
-    for arch in archs:
-        loss, c, _ = cross_entropy_step(net, x, y, arch)
-        losses.append(loss)
-        corrects.append(c)
+    steps = [cross_entropy_step(net, x, y, arch)[:2] for arch in archs]  # (loss, correct) per subnet
     ctx.last_archs = archs
-    return dict(loss=sum(losses) / len(losses), correct=corrects[0])        # accuracy of the first subnet
+    return dict(loss=sum(s[0] for s in steps) / len(steps), correct=steps[0][1])   # accuracy of the first subnet
 
 
 def sandwich_step(net, x, y, ctx):

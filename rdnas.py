@@ -3,15 +3,18 @@
 Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850
 Authors' code: https://github.com/pprp/CVPR2022-NAS-competition-Track1-3th-solution
 
-One readable file, in the paper's order:
-  search spaces and supernets: NAS-Bench-201 (Sec. 3.2), ResNet48 (Sec. 3.1)
-                                                   -> NB201Net, NB201Supernet, ResNet48Net, ResNet48Supernet
-  zero-cost proxies, the teachers (Sec. 2.1)       -> PROXIES, Teacher
-  margin subnet sampler (Sec. 2.2.2, Eq. 4)        -> hamming_distance, group_distance, MarginSubnetSampler
-  margin ranking loss (Sec. 2.2.1, Eq. 3)          -> margin_ranking_loss
-  one-shot training: SPOS, FairNAS, Sandwich, RD   -> METHODS, train, train_resnet48
-  ranking metrics and evaluation (Eq. 2, Table 2)  -> concordant_pair_ratio, rank_metrics, evaluate_ranking
-  search and reports (Tables 1-4, Fig. 1)          -> evolution_search, summarize, plot_fig1
+RD-NAS trains a weight-sharing supernet and, besides cross-entropy, asks each pair of subnets to be ordered
+the way a zero-cost proxy (the cheap teacher) orders them: a margin ranking loss (Eq. 3) on pairs drawn by
+a margin subnet sampler that keeps pairs far apart in Group distance (Eq. 4).
+
+The file has three parts:
+  Part I    RD-NAS on NAS-Bench-201, the whole method, in the paper's order: config, the NB201 space and
+            supernet, data, zero-cost proxies (Sec. 2.1), distances and the margin subnet sampler (Sec. 2.2.2,
+            Eq. 4), the margin ranking loss (Sec. 2.2.1, Eq. 3), SPOS / FairNAS / Sandwich / RD steps, ranking
+            metrics (Eq. 2), the training loop, main.
+  Part II   the ResNet-like space of Sec. 3.1 (CVPR 2022 NAS Track 1), trained by Part I's loop under torchrun.
+  Part III  reproducing the tables: benchmark files, the proxies table, search (Table 3), summaries and
+            Fig. 1, stand-alone ground truth, benchmarks of speed.
 
 Run:
   python rdnas.py --space nb201 --benchmark nb201_cifar10-valid_200ep_train_valid_test.csv   # paper, 1 GPU
@@ -23,8 +26,8 @@ import copy
 import csv
 import dataclasses
 import datetime
+import glob
 import gzip
-import inspect
 import itertools
 import json
 import math
@@ -34,13 +37,22 @@ import random
 import struct
 import sys
 import time
+import tracemalloc
 from collections import Counter
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
+
+# =====================================================================================================
+# Part I: RD-NAS on NAS-Bench-201
+# The method, top to bottom. A reader who stops at the end of Part I has read all of it.
+# =====================================================================================================
 
 class UserError(Exception):
     """A mistake in the user's input: main() prints it as one line, never as a traceback."""
@@ -48,91 +60,103 @@ class UserError(Exception):
 
 # ---- Config ----
 
+def arg(default, help):
+    """A Config field and its --help line."""
+    return dataclasses.field(default=default, metadata=dict(help=help))
+
+
 @dataclasses.dataclass
 class Config:
-    space: str = "nb201"            # nb201 | resnet48
-    mode: str = "train"             # what to do, see MODES
-    preset: str = "paper"           # a literal bundle of defaults from PRESETS
+    space: str = arg("nb201", "search space: nb201 (Sec. 3.2) | resnet48 (Sec. 3.1, Part II)")
+    mode: str = arg("train", "what to do: train, or a tool of Part III (see MODES)")
+    preset: str = arg("paper", "a bundle of defaults from PRESETS: paper | cpu | tiny")
     # search space and supernet
-    ops: str = "nb201"              # nb201: the 5 ops of the paper (15,625 archs); no-none: the 4 ops the authors' code trained
-    C: int = 16                     # NB201 initial channels
-    N: int = 5                      # NB201 cells per stage
+    ops: str = arg("nb201", "nb201: the 5 ops of the paper (15,625 archs); no-none: the 4 ops the authors' code trained")
+    C: int = arg(16, "NB201 initial channels")
+    N: int = arg(5, "NB201 cells per stage")
     # data
-    dataset: str = "cifar10"        # cifar10 (NB201 cifar10-valid protocol) | cifar100 | imagenet16-120 | fashion-mnist | synthetic
-    data: str = "data"              # dataset folder
-    resolution: int = 0             # resize images to this side (0 = native)
-    train_subset: int = 0           # use only the first K training images of the (seeded) split (0 = all)
-    valid_subset: int = 0           # rank on only the first K held-out images (0 = all)
-    # optimisation (NB201 weight-sharing settings by default)
-    epochs: int = 250
-    batch_size: int = 64
-    lr: float = 0.025
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = True
-    grad_clip: float = 5.0
-    seed: int = 0
-    device: str = "auto"
+    dataset: str = arg("cifar10", "cifar10 (NB201 cifar10-valid protocol) | cifar100 | imagenet16-120 | fashion-mnist | synthetic | imagenet (resnet48)")
+    data: str = arg("data", "dataset folder")
+    resolution: int = arg(0, "resize images to this side (0 = native)")
+    train_subset: int = arg(0, "use only the first K training images (0 = all)")
+    valid_subset: int = arg(0, "rank on only the first K held-out images (0 = all)")
+    # optimisation (NB201's weight-sharing recipe by default)
+    epochs: int = arg(250, "training epochs of the supernet (stage 2 on resnet48)")
+    batch_size: int = arg(64, "training batch size (the global batch under torchrun)")
+    lr: float = arg(0.025, "initial learning rate, cosine-annealed per step to --lr-min")
+    lr_min: float = arg(0.001, "final learning rate")
+    momentum: float = arg(0.9, "SGD momentum")
+    weight_decay: float = arg(5e-4, "SGD weight decay")
+    nesterov: bool = arg(True, "Nesterov momentum")
+    grad_clip: float = arg(5.0, "clip the gradient norm to this (0 = off)")
+    seed: int = arg(0, "seeds weights, data order and subnet draws")
+    device: str = arg("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
     # one-shot method (Sec. 2.2)
-    method: str = "rd"              # spos | fairnas | sandwich | rd
-    sampler: str = "group"          # uniform | hamming | group (RD only; Table 4)
-    teacher: str = "flops"          # any proxy of PROXIES; FLOPs is what the authors' NB201 code used
-    mu: float = -1.0                # margin-sampler threshold; -1 = 6.7 (group) or 4.5 (hamming)
-    candidates: int = 10            # n candidate pairs drawn per try by the margin sampler
-    max_tries: int = 10             # tries before the sampler falls back to the farthest pair seen
-    margin: float = 0.0             # m of Eq. 3 (the authors used 0)
-    rd_weight: float = 1.0          # weight of the ranking term
-    rd_schedule: str = "sin"        # sin: 2 sin(pi*0.8*t/T) (authors' warm-up) | constant
-    rd_detach: bool = False         # ranking gradient only through the teacher-preferred subnet (authors' one-sided variant)
-    sandwich_random: int = 2        # random subnets per Sandwich step besides largest and smallest
+    method: str = arg("rd", "spos | fairnas | sandwich | rd (RD-NAS)")
+    sampler: str = arg("group", "RD's pairs: uniform | hamming | group (Table 4)")
+    teacher: str = arg("flops", "the zero-cost proxy that orders RD's pairs; FLOPs is what the authors' NB201 code used")
+    mu: float = arg(-1.0, "margin-sampler threshold; -1 = 6.7 (group) or 4.5 (hamming)")
+    candidates: int = arg(10, "n candidate pairs drawn per try by the margin sampler")
+    max_tries: int = arg(10, "tries before the sampler falls back to the farthest pair seen")
+    margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
+    rd_weight: float = arg(1.0, "weight of the ranking term")
+    rd_schedule: str = arg("sin", "sin: 2 sin(pi*0.8*t/T) (authors' warm-up) | constant")
+    rd_detach: bool = arg(False, "ranking gradient only through the teacher-preferred subnet (authors' one-sided variant)")
+    sandwich_random: int = arg(2, "random subnets per Sandwich step besides the largest and smallest")
     # evaluation (Sec. 3.2: 200 random subnets)
-    eval_archs: str = "200"         # number of subnets to rank, or "all"
-    eval_seed: int = 0              # the ranked subnets depend on this only, not on --seed
-    eval_every: int = 0             # evaluate every K epochs (0 = only at the end)
-    eval_batch_size: int = 512
-    bn: str = "train"               # train: batch statistics (authors' code) | recal: running stats recomputed per subnet
-    bn_batches: int = 10            # K training batches for --bn recal
-    benchmark: str = ""             # ground-truth table (CSV); empty = none
-    gt_metric: str = "valid"        # train | valid | test column of the benchmark
-    # zero-cost proxies
-    proxies: str = "flops,params,snip,grasp,synflow,zen,naswot"
-    proxy_batch: int = 64
-    # search (Table 3)
-    search: str = "evolution"       # evolution | random
-    search_by: str = "supernet"     # supernet or any proxy name (zero-shot search)
-    budget: int = 100               # archs evaluated by the search
-    population: int = 20
-    topk: int = 5
-    mutate_prob: float = 0.2
-    ckpt: str = ""                  # checkpoint to load for --mode search / rank (default: <out>/ckpt.pt)
-    report_tables: str = ""         # comma-separated NB201/NATS tables for Table 3 (default: those next to --benchmark)
-    # ground truth building (--mode standalone / build-gt)
-    arch: str = ""                  # arch string for --mode standalone
-    gt_archs: int = 150
-    gt_seeds: int = 2
+    eval_archs: str = arg("200", "number of subnets to rank, or 'all' (NB201)")
+    eval_seed: int = arg(0, "the ranked subnets and the proxies' batch depend on this only, not on --seed")
+    eval_every: int = arg(0, "rank the subnets every K epochs (0 = only at the end)")
+    eval_batch_size: int = arg(512, "batch size when ranking")
+    bn: str = arg("train", "BN when ranking: train (batch statistics, authors' code) | recal (recomputed per subnet)")
+    bn_batches: int = arg(10, "K training batches per subnet for --bn recal")
+    benchmark: str = arg("", "ground-truth table (CSV); empty = the default for the dataset; none = no ground truth")
+    gt_metric: str = arg("valid", "train | valid | test column of the benchmark")
+    proxy_batch: int = arg(64, "images in the batch the data-dependent proxies see")
     # output
-    out: str = ""                   # run folder: log.jsonl, ckpt.pt, results.json (empty = runs/<space>-<dataset>-<method>-...)
-    resume: bool = False            # continue the run in --out from its checkpoint
-    runs: str = ""                  # run folders for --mode summarize (glob)
-    log_every: int = 50             # steps between progress lines
-    plot: bool = False              # draw the Fig. 1 curve (needs matplotlib)
-    bench_archs: int = 20           # archs timed per figure by --mode bench (median over them; RD vs SPOS: 5 steps each)
-    # ResNet48 (--space resnet48)
-    base_width: int = 64            # stage widths base * (1, 2, 4, 8); 64 is ResNet48, smaller for CPU runs
-    pretrain_epochs: int = 0        # stage 1 of the paper (90 on ImageNet): SPOS pre-training before --epochs
-    pretrain_lr: float = 0.1
-    init: str = ""                  # start from this checkpoint's weights instead of pre-training
-    archs: str = ""                 # --mode rank: the competition JSON of codes to score
-    workers: int = 4                # DataLoader worker processes (ImageNet)
+    out: str = arg("", "run folder: log.jsonl, ckpt.pt, results.json (empty = runs/<space>-<dataset>-<method>-...)")
+    resume: bool = arg(False, "continue the run in --out from its checkpoint")
+    log_every: int = arg(50, "steps between progress lines")
+    plot: bool = arg(False, "draw the Fig. 1 curve (needs matplotlib)")
+    # Part II: ResNet48 (--space resnet48) only
+    base_width: int = arg(64, "stage widths base * (1, 2, 4, 8); 64 is ResNet48, smaller for CPU runs")
+    pretrain_epochs: int = arg(0, "stage 1 of Sec. 3.1 (90 on ImageNet): SPOS pre-training before --epochs")
+    pretrain_lr: float = arg(0.1, "initial learning rate of the pre-training stage")
+    init: str = arg("", "start from this checkpoint's weights instead of pre-training")
+    archs: str = arg("", "--mode rank: the competition JSON of codes to score")
+    workers: int = arg(4, "DataLoader worker processes (ImageNet)")
+    # Part III: the other modes only
+    proxies: str = arg("flops,params,snip,grasp,synflow,zen,naswot", "--mode proxies / --plot: the proxies to score")
+    search: str = arg("evolution", "--mode search: evolution | random")
+    search_by: str = arg("supernet", "--mode search: supernet or any proxy name (zero-shot search)")
+    budget: int = arg(100, "--mode search: archs evaluated")
+    population: int = arg(20, "--mode search: evolution population")
+    topk: int = arg(5, "--mode search: parents kept per generation")
+    mutate_prob: float = arg(0.2, "--mode search: probability of redrawing each edge's op")
+    ckpt: str = arg("", "--mode search / rank: checkpoint to load (default: <out>/ckpt.pt)")
+    report_tables: str = arg("", "--mode search / summarize: comma-separated NB201/NATS tables for Table 3 (default: those next to --benchmark)")
+    arch: str = arg("", "--mode standalone: the arch string to train")
+    gt_archs: int = arg(150, "--mode build-gt: archs to train from scratch")
+    gt_seeds: int = arg(2, "--mode build-gt: seeds per arch")
+    runs: str = arg("", "--mode summarize: run folders (a glob)")
+    bench_archs: int = arg(20, "--mode bench: archs timed per figure (median over them)")
 
 
 MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
+CHOICES = {"space": ("nb201", "resnet48"), "mode": MODES, "ops": ("nb201", "no-none"),
+           "dataset": ("cifar10", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
+           "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
+           "rd_schedule": ("sin", "constant"), "bn": ("train", "recal"), "gt_metric": ("train", "valid", "test"),
+           "search": ("evolution", "random")}
+POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
+                   "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
+NON_NEGATIVE_FIELDS = ("resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
+                       "pretrain_epochs", "workers")
 
 # Presets: one literal dict per space and setting; explicit flags override them.
 PRESETS = {"nb201": {
-    # NB201 weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config:
-    # SGD nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64) with the 250 epochs of the NB201 paper.
+    # NB201's weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config: SGD
+    # Nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64; it trains 100 epochs, the RD-NAS paper 250).
     "paper": dict(dataset="cifar10", C=16, N=5, epochs=250, batch_size=64, lr=0.025, lr_min=0.001,
                   eval_archs="200", bn="train",
                   # --mode standalone / build-gt: NB201's stand-alone recipe (SGD Nesterov, lr 0.1 cosine, 200 epochs)
@@ -167,27 +191,16 @@ PRESETS = {"nb201": {
 }}
 
 
-# --help shows each field's comment in Config: the flags are documented in one place
-FLAG_HELP = {line.split(":")[0].strip(): line.split("#", 1)[1].strip()
-             for line in inspect.getsource(Config).splitlines() if ": " in line and "  # " in line}
-
-
 def parse_args(argv=None):
     """argv -> Config. Precedence: explicit flag > PRESETS[space][preset] > Config defaults."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0] + " Defaults shown are before --preset.")
-    choices = {"space": tuple(PRESETS), "mode": MODES, "ops": ("nb201", "no-none"),
-               "dataset": ("cifar10", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
-               "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
-               "rd_schedule": ("sin", "constant"), "bn": ("train", "recal"), "gt_metric": ("train", "valid", "test"),
-               "search": ("evolution", "random")}
+    p = argparse.ArgumentParser(description="RD-NAS (Dong et al., ICASSP 2023). Defaults shown are before --preset.")
     for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FLAG_HELP.get(f.name))
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
             typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            p.add_argument(flag, type=typ, default=None, choices=choices.get(f.name),
-                           help=f"{FLAG_HELP.get(f.name, '')} (default: {f.default!r})")
+            p.add_argument(flag, type=typ, default=None, choices=CHOICES.get(f.name), help=f"{help} (default: {f.default!r})")
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     space, preset = args.get("space", Config.space), args.get("preset", Config.preset)
     if preset not in PRESETS[space]:
@@ -204,18 +217,7 @@ def parse_args(argv=None):
     return cfg
 
 
-POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
-                   "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
-NON_NEGATIVE_FIELDS = ("resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
-                       "pretrain_epochs", "workers")
-
-
-def resolved_mu(cfg):
-    """The margin-sampler threshold: 6.7 for the group distance (paper, Sec. 3.2), 4.5 for Hamming (authors' code)."""
-    if cfg.mu >= 0:
-        return cfg.mu
-    return {"group": 6.7, "hamming": 4.5}.get(cfg.sampler, 0.0)
-
+# ---- Device, seed, files ----
 
 def get_device(name="auto"):
     """--device auto picks cuda, then mps, then cpu."""
@@ -235,7 +237,15 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-# ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020) ----
+def atomic_write_text(path, text):
+    """Write a file so that a killed process leaves either the old or the new version, never half of one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+# ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020; Sec. 3.2) ----
 # A cell is a DAG on 4 nodes; each of its 6 edges i->j carries one of 5 ops, so 5^6 = 15,625 archs.
 # Node j = sum over i<j of op_ij(node i), and the cell returns node 3. An arch is a tuple of 6 op
 # names in arch-string edge order; everything is keyed by the arch string, never by benchmark index.
@@ -276,13 +286,9 @@ def all_archs(ops=OPS):
     return list(itertools.product(ops, repeat=len(EDGES)))
 
 
-def is_connected(arch):
-    """True if some path of non-`none` edges leads from node 0 to node 3 (else the cell outputs zeros)."""
-    reach = {0}
-    for (i, j), op in zip(EDGES, arch):
-        if op != "none" and i in reach:
-            reach.add(j)
-    return 3 in reach
+def sample_nb201(rng, ops=OPS):
+    """A uniformly random NB201 arch: one op per edge, drawn from `rng`."""
+    return tuple(rng.choice(ops) for _ in EDGES)
 
 
 class ReLUConvBN(nn.Sequential):
@@ -389,7 +395,7 @@ class NB201SuperCell(nn.Module):
 
     def __init__(self, C, ops):
         # affine=False inside the cell ops: the usual weight-sharing choice, since one learned BN scale
-        # cannot suit every subnet (REFERENCE.md, Sec. 2). Stem, reductions and head stay affine.
+        # cannot suit every subnet. Stem, reductions and head stay affine.
         super().__init__()
         self.edges = nn.ModuleList(nn.ModuleDict({op: make_op(op, C, affine=False) for op in ops}) for _ in EDGES)
 
@@ -398,18 +404,12 @@ class NB201SuperCell(nn.Module):
 
 
 class NB201Supernet(NB201Macro):
-    """SPOS single-path supernet of NB201 (Guo et al., 2020): one arch choice shared by all cells."""
+    """SPOS single-path supernet of NB201 (Guo et al., 2020, ref. [1]): one arch choice shared by all cells."""
 
     def __init__(self, C=16, N=5, num_classes=10, in_channels=3, ops=OPS):
         self.ops = tuple(OP_SETS[ops] if isinstance(ops, str) else ops)
         super().__init__(C, N, num_classes, in_channels, lambda c: NB201SuperCell(c, self.ops))
         self.C, self.N, self.num_classes, self.in_channels = C, N, num_classes, in_channels
-
-    def check_arch(self, arch):
-        bad = [op for op in arch if op not in self.ops]
-        if len(arch) != len(EDGES) or bad:
-            raise UserError(f"arch {arch_to_str(arch) if len(arch) == 6 else arch} is not in this supernet's "
-                            f"space; its ops are: {', '.join(self.ops)}")
 
     def forward(self, x, arch):                             # x: (B, in_channels, H, W)
         if isinstance(arch, list):                          # several subnets on one batch: one logits each
@@ -438,7 +438,913 @@ class NB201Supernet(NB201Macro):
         return net
 
 
-# ---- ResNet-like search space: ResNet48, CVPR 2022 NAS Track 1 (Sec. 3.1, Table 1) ----
+# ---- Data ----
+# Every dataset becomes uint8 tensors held in memory (N, C, H, W) plus int64 labels; batches are cut,
+# normalised and augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
+# The file readers (CIFAR, ImageNet16-120, Fashion-MNIST) are in Part III.
+
+def load_dataset(cfg):
+    """-> dict(train=(x, y), valid=(x, y), num_classes, in_channels, split) with uint8 images (N, C, H, W).
+
+    cifar10 trains on one half of the training set and ranks on the other (as NB201's cifar10-valid);
+    cifar100 and imagenet16-120 rank on one half of the test / validation set (as NB201's x-valid).
+    The halves are a seeded random split (SPLIT_SEED), not NB201's own split files.
+    """
+    name, root = cfg.dataset, cfg.data
+    split = {}
+    if name == "synthetic":
+        xtr, ytr, xva, yva = make_synthetic(side=cfg.resolution or 16)
+    elif name == "fashion-mnist":
+        xtr, ytr, xva, yva = load_fashion_mnist(root)
+    elif name in ("cifar10", "cifar100"):
+        xtr, ytr, xte, yte = load_cifar(root, name)
+        if name == "cifar10":   # 25k train / 25k held out, both from the training set
+            a, b = split_indices(len(xtr))
+            xtr, ytr, xva, yva = xtr[a], ytr[a], xtr[b], ytr[b]
+        else:                   # half of the test set
+            a, b = split_indices(len(xte))
+            xva, yva = xte[a], yte[a]
+        split = {"train_or_test_half_a": a.tolist()}
+    elif name == "imagenet16-120":
+        xtr, ytr, xte, yte = load_imagenet16(root)
+        a, _ = split_indices(len(xte))
+        xva, yva, split = xte[a], yte[a], {"val_half_a": a.tolist()}
+    else:
+        raise UserError(f"--dataset {name} is for --space resnet48 only")
+    if cfg.train_subset:
+        xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
+    if cfg.valid_subset:
+        xva, yva = xva[: cfg.valid_subset], yva[: cfg.valid_subset]
+    if cfg.resolution and xtr.shape[-1] != cfg.resolution:
+        xtr, xva = (resize_uint8(x, cfg.resolution) for x in (xtr, xva))
+    num_classes = int(max(ytr.max(), yva.max())) + 1
+    return dict(train=(xtr, ytr), valid=(xva, yva), num_classes=num_classes, in_channels=xtr.shape[1], split=split)
+
+
+SPLIT_SEED = 777  # fixed: the held-out split never depends on --seed (it is saved in the run folder too)
+
+
+def split_indices(n, seed=SPLIT_SEED):
+    """A seeded random halving of range(n) -> (first half, second half)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n // 2], perm[n // 2:]
+
+
+def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
+    """Deterministic, learnable toy data: each class is a fixed random image pattern plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(classes, 3, side, side, generator=g)
+    def part(n):
+        y = torch.randint(classes, (n,), generator=g)
+        x = 0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)   # faint signal, strong noise
+        return (x * 255).to(torch.uint8), y
+    return part(n_train) + part(n_valid)
+
+
+def resize_uint8(x, side):
+    """Area-resize a uint8 image tensor (N, C, H, W) to side x side."""
+    return torch.cat([F.interpolate(c.float(), size=(side, side), mode="area").round().clamp(0, 255).to(torch.uint8)
+                      for c in x.split(4096)])
+
+
+class Loader:
+    """Batches from in-memory uint8 images: normalise with the training set's channel statistics, augment."""
+
+    def __init__(self, x, y, batch_size, mean, std, augment=False, shuffle=False, generator=None, drop_last=False):
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
+        self.augment, self.shuffle, self.generator, self.drop_last = augment, shuffle, generator, drop_last
+
+    def __len__(self):
+        return len(self.x) // self.batch_size if self.drop_last else math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for k in range(len(self)):
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            x = (self.x[idx].float() / 255 - self.mean) / self.std   # (B, C, H, W)
+            if self.augment:
+                x = self.random_crop_flip(x)
+            yield x, self.y[idx]
+
+    def random_crop_flip(self, x, pad=4):
+        B, C, H, W = x.shape
+        g = self.generator
+        padded = F.pad(x, (pad, pad, pad, pad))                      # (B, C, H+2p, W+2p), zero padding
+        dy, dx = torch.randint(2 * pad + 1, (2, B), generator=g)
+        rows = (dy[:, None] + torch.arange(H))[:, None, :, None]     # (B, 1, H, 1)
+        cols = (dx[:, None] + torch.arange(W))[:, None, None, :]     # (B, 1, 1, W)
+        x = padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None], rows, cols]
+        flip = torch.rand(B, generator=g) < 0.5
+        return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def make_loaders(data, cfg, generator, augment=None):
+    """Training loader (shuffled, augmented unless synthetic/gray) and held-out loader (fixed order)."""
+    xtr, ytr = data["train"]
+    pixels = xtr[:10000].float() / 255
+    mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3)).clamp_min(1e-3)
+    augment = (cfg.dataset in ("cifar10", "cifar100", "imagenet16-120")) if augment is None else augment
+    train = Loader(xtr, ytr, cfg.batch_size, mean, std, augment, shuffle=True, generator=generator, drop_last=True)
+    valid = Loader(*data["valid"], cfg.eval_batch_size, mean, std)
+    return train, valid
+
+
+def fixed_batch(data, cfg, device, loader):
+    """One seeded, normalised batch of training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
+    xtr, ytr = data["train"]
+    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.eval_seed))[: cfg.proxy_batch]
+    x = (xtr[idx].float() / 255 - loader.mean) / loader.std          # (B, C, H, W)
+    return x.to(device), ytr[idx].to(device)
+# ---- Zero-cost proxies: the teachers (Sec. 2.1, Table 2, Fig. 1) ----
+# Each proxy is fn(net, inputs, targets) -> float, larger = predicted better. A proxy works on a private
+# copy of the network, so the caller's weights, buffers, mode and input are never touched.
+
+def conv_linear_weights(net):
+    return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def count_cost(net, input_shape):
+    """(MFLOPs, Mparams): multiply-adds of conv and linear layers for one image, NB201's convention."""
+    macs = []
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
+        else:
+            macs.append(m.in_features * m.out_features)
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            p = next(net.parameters())
+            net(torch.zeros((1,) + tuple(input_shape), device=p.device, dtype=p.dtype))
+    finally:
+        net.train(was_training)
+        for h in handles:
+            h.remove()
+    return sum(macs) / 1e6, sum(q.numel() for q in net.parameters()) / 1e6
+
+
+def flops(net, inputs, targets):
+    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds."""
+    return count_cost(net, inputs.shape[1:])[0]
+
+
+def params(net, inputs, targets):
+    """Params (ref. [2]): number of parameters of the stand-alone net, in millions."""
+    return sum(p.numel() for p in net.parameters()) / 1e6
+
+
+def snip(net, inputs, targets):
+    """SNIP (Lee et al., ICLR 2019; as a proxy in ref. [2]): sum over conv/linear weights of |dL/dw * w|."""
+    net = copy.deepcopy(net).train()
+    ws = conv_linear_weights(net)
+    loss = F.cross_entropy(net(inputs), targets)
+    grads = torch.autograd.grad(loss, ws, allow_unused=True)
+    return float(sum((g * w.detach()).abs().sum() for g, w in zip(grads, ws) if g is not None))
+
+
+def grasp(net, inputs, targets):
+    """GraSP (Wang et al., ICLR 2020; ref. [2]): -sum(w * Hg), the Hessian-gradient product by double backward."""
+    net = copy.deepcopy(net).train()
+    ws = conv_linear_weights(net)
+    loss = F.cross_entropy(net(inputs), targets)
+    g = torch.autograd.grad(loss, ws, create_graph=True, allow_unused=True)
+    used = [(w, gi) for w, gi in zip(ws, g) if gi is not None and gi.requires_grad]
+    if not used:
+        return 0.0
+    z = sum((gi * gi.detach()).sum() for _, gi in used)          # g(w) . g_fixed, so dz/dw = H g
+    hg = torch.autograd.grad(z, [w for w, _ in used], allow_unused=True)
+    return float(-sum((w.detach() * h).sum() for (w, _), h in zip(used, hg) if h is not None))
+
+
+def synflow(net, inputs, targets):
+    """Synflow (Tanaka et al., NeurIPS 2020; ref. [2]): R = sum f_|w|(1), score = sum |w * dR/dw| (data-free).
+
+    |w| for every parameter, BN as identity, float64, an all-ones input of batch 1. Values reach 1e40+.
+    """
+    net = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):  # identity: eval mode with mean 0, var 1, eps 0, scale 1, shift 0
+                m.running_mean.zero_(), m.running_var.fill_(1.0)
+                m.eps = 0.0
+                if m.affine:
+                    m.weight.fill_(1.0), m.bias.zero_()
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.abs_()
+                if m.bias is not None:
+                    m.bias.abs_()
+    ws = conv_linear_weights(net)
+    R = net(torch.ones((1,) + tuple(inputs.shape[1:]), dtype=torch.float64, device=inputs.device)).sum()
+    grads = torch.autograd.grad(R, ws, allow_unused=True)
+    return float(sum((w.detach() * g).abs().sum() for w, g in zip(ws, grads) if g is not None))
+
+
+def zen(net, inputs, targets, gamma=1e-2):
+    """Zen-score (Lin et al., ICCV 2021, ref. [3]) (data-free):
+    log E ||f(x) - f(x + gamma*eps)||_1 + sum over BN of log sqrt(mean sigma^2), with w ~ N(0, 1), BN in train mode.
+
+    f is the pre-pooling feature map; sigma^2 is each BN layer's running variance after the forward of x,
+    with momentum 1 so that it is exactly that batch's variance, the scale BN divided out.
+    """
+    net = copy.deepcopy(net).train()
+    g = torch.Generator(device=inputs.device).manual_seed(0)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.normal_(generator=g)
+                if m.bias is not None:
+                    m.bias.zero_()
+        for m in bns:
+            m.momentum = 1.0
+        x = torch.randn(inputs.shape, generator=g, device=inputs.device)
+        x2 = x + gamma * torch.randn(inputs.shape, generator=g, device=inputs.device)
+        f1 = net.features(x)                                     # (B, C', H', W')
+        log_bn = sum(torch.log(m.running_var.mean().sqrt()) for m in bns)
+        f2 = net.features(x2)
+        delta = (f1 - f2).abs().sum((1, 2, 3)).mean()
+        score = float(torch.log(delta) + log_bn)
+    return score if math.isfinite(score) else -math.inf
+
+
+def naswot(net, inputs, targets):
+    """NASWOT (Mellor et al., ICML 2021, ref. [4]): slogdet of K = sum over ReLUs of c c^T + (1-c)(1-c)^T.
+
+    c is the binary activation code of each ReLU's input over the batch. Only nn.ReLU modules are hooked
+    (not wrappers that contain one), and only forward passes are needed. Singular K -> -inf.
+    """
+    net = copy.deepcopy(net).train()
+    B = inputs.shape[0]
+    K = torch.zeros(B, B, dtype=torch.float64, device=inputs.device)
+    def hook(m, inp, out):
+        c = (inp[0].reshape(B, -1) > 0).float()                 # (B, D) binary code
+        K.add_((c @ c.T + (1 - c) @ (1 - c).T).double())         # (B, B); counts < 2^24 are exact in float32
+    hooks = [m.register_forward_hook(hook) for m in net.modules() if type(m) is nn.ReLU]
+    with torch.no_grad():
+        net(inputs)
+    for h in hooks:
+        h.remove()
+    sign, logdet = torch.linalg.slogdet(K)
+    return float(logdet) if sign > 0 else -math.inf
+
+
+PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen, "naswot": naswot}
+DATA_FREE = ("flops", "params", "synflow", "zen")
+
+
+def parse_proxies(names):
+    names = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
+    bad = [n for n in names if n not in PROXIES]
+    if bad or not names:
+        raise UserError(f"unknown proxy {', '.join(bad) or '(none given)'}; valid names: {', '.join(PROXIES)}")
+    return names
+
+
+_COST_TABLES = {}
+
+
+def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32):
+    """Per-op cost tables for NB201 archs: an arch's FLOPs/params = base + sum over its 6 edges of cost(op).
+
+    Every edge of a cell sees the same shape, so the cost of an op does not depend on its edge; the table
+    comes from counting 6 real networks once (all-`none`, then all-op for each op).
+    """
+    key = (C, N, num_classes, in_channels, resolution)
+    if key not in _COST_TABLES:
+        shape = (in_channels, resolution, resolution)
+        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape)
+        per_op = {}
+        for op in OPS:
+            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape)
+            per_op[op] = tuple((f - b) / 6 for f, b in zip(full, base))
+        _COST_TABLES[key] = (base, per_op)
+    return _COST_TABLES[key]
+
+
+def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32):
+    """(MFLOPs, Mparams) of an NB201 arch from the per-op tables, without building its network."""
+    base, per_op = cost_table(C, N, num_classes, in_channels, resolution)
+    return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
+
+
+class Teacher:
+    """The zero-cost teacher of RD-NAS (Sec. 2.2): a proxy score per arch, computed once and cached.
+
+    `score(arch)` computes the proxy (score_arch for NB201, resnet48_score for ResNet48); `key(arch)`
+    names the arch in the cache (arch string or 52-digit code); `path` keeps the cache across runs.
+    """
+
+    def __init__(self, score, key=arch_to_str, path=None):
+        self.score, self.key, self.path = score, key, path
+        self.cache, self.computed = {}, 0
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.cache = {k: float(v) for k, v in json.load(f).items()}
+
+    def __call__(self, arch):
+        key = self.key(arch)
+        if key not in self.cache:
+            self.cache[key] = self.score(arch)
+            self.computed += 1
+        return self.cache[key]
+
+    def save(self):
+        if self.path:
+            atomic_write_text(self.path, json.dumps(self.cache))
+
+
+def score_arch(proxy, arch, net_kwargs, batch, seed=0):
+    """One proxy score of one NB201 arch (larger = better); -inf for degenerate nets, never NaN."""
+    if proxy in ("flops", "params"):
+        return arch_cost(arch, **net_kwargs)[0 if proxy == "flops" else 1]
+    inputs, targets = batch
+    res = net_kwargs.get("resolution", inputs.shape[-1])
+    kw = {k: v for k, v in net_kwargs.items() if k != "resolution"}
+    with torch.random.fork_rng(devices=[inputs.device] if inputs.is_cuda else []):
+        torch.manual_seed(seed)                                 # the same initial weights for an arch, every time
+        net = NB201Net(arch, **kw).to(inputs.device)
+    if inputs.shape[-1] != res:
+        raise UserError(f"proxy batch is {inputs.shape[-1]}px but the net expects {res}px")
+    score = PROXIES[proxy](net, inputs, targets)
+    return score if math.isfinite(score) or score == -math.inf else -math.inf
+
+
+def net_kwargs(cfg, data):
+    """The NB201Net arguments of this run's data (and its image side, for the FLOPs of the teacher)."""
+    return dict(C=cfg.C, N=cfg.N, num_classes=data["num_classes"], in_channels=data["in_channels"],
+                resolution=data["train"][0].shape[-1])
+
+
+# ---- Margin subnet sampler: Hamming and Group distances (Sec. 2.2.2, Eq. 4) ----
+
+# Eq. 4 groups the candidate ops into those with parameters and those without (`none` included; the
+# authors' code had no `none` op and so no group for it).
+OP_GROUPS = {"nor_conv_1x1": "with-params", "nor_conv_3x3": "with-params",
+             "none": "param-free", "skip_connect": "param-free", "avg_pool_3x3": "param-free"}
+
+
+def hamming_distance(a, b):
+    """f_h: the number of edges whose ops differ."""
+    return sum(x != y for x, y in zip(a, b))
+
+
+def group_distance(a, b):
+    """f_g, Eq. 4: per edge k, 0 if the ops agree, 0.5 * f_h^k within a group, 2 * f_h^k across groups."""
+    return sum(0.0 if x == y else (0.5 if OP_GROUPS[x] == OP_GROUPS[y] else 2.0) for x, y in zip(a, b))
+
+
+DISTANCES = {"hamming": hamming_distance, "group": group_distance}
+
+
+def resolved_mu(cfg):
+    """The sampler's threshold mu: 6.7 for the group distance (paper, Sec. 3.2), 4.5 for Hamming (authors' code)."""
+    if cfg.mu >= 0:
+        return cfg.mu
+    return {"group": 6.7, "hamming": 4.5}.get(cfg.sampler, 0.0)
+
+
+class MarginSubnetSampler:
+    """MSS, Sec. 2.2.2: draw n random pairs, keep {(a_i, a_j) | f(a_i, a_j) > mu}, train on one kept pair.
+
+    The authors' code resampled until a pair qualified, without bound; here at most `max_tries` rounds of
+    n pairs are drawn, and if none qualifies the farthest pair seen is used and counted in `fallbacks`.
+    `sample_arch(rng)` draws one arch of the space; `distance=None` gives plain random pairs (Table 4's "RD"
+    row). `histogram` counts the distances of the returned pairs (reset by the caller each epoch).
+    """
+
+    def __init__(self, sample_arch, distance=None, mu=0.0, n=10, max_tries=10, rng=None):
+        self.sample_arch, self.distance, self.mu, self.n, self.max_tries = sample_arch, distance, mu, n, max_tries
+        self.rng = rng or random.Random(0)                   # draws the archs and picks among the kept pairs
+        self.fallbacks, self.histogram = 0, Counter()
+
+    def __call__(self):
+        draw = lambda: self.sample_arch(self.rng)
+        if self.distance is None:
+            a, b = draw(), draw()
+            self.histogram[hamming_distance(a, b)] += 1
+            return a, b
+        farthest = None
+        for _ in range(self.max_tries):
+            pairs = [(draw(), draw()) for _ in range(self.n)]
+            scored = [(self.distance(a, b), a, b) for a, b in pairs]
+            kept = [p for p in scored if p[0] > self.mu]
+            if kept:
+                d, a, b = kept[self.rng.randrange(len(kept))]
+                break
+            best = max(scored, key=lambda p: p[0])
+            farthest = best if farthest is None or best[0] > farthest[0] else farthest
+        else:
+            d, a, b = farthest
+            self.fallbacks += 1
+        self.histogram[d] += 1
+        return a, b
+
+
+# ---- Margin ranking loss (Sec. 2.2.1, Eq. 3) ----
+# Eq. 1: the supernet should order a pair as stand-alone training would, max P(pi*_i > pi*_j), and the proxy's
+# order P(pi^z_i - pi^z_j > 0) stands in for it (its noise sigma_i - sigma_j is ~0 in expectation). Eq. 3 turns
+# that order into a hinge on the two subnets' cross-entropies.
+
+def margin_ranking_loss(ce_i, ce_j, score_i, score_j, margin=0.0):
+    """Eq. 3: L_rd = max[0, m - (L_ce(a_i) - L_ce(a_j))] for a pair where the teacher ranks a_j above a_i.
+
+    score_* are the teacher's values (larger = better); for each pair the order is taken from them, so
+    the subnet the teacher prefers must have the lower cross-entropy by `margin`. Teacher ties give 0.
+    Returns the mean over the pairs. Equals nn.MarginRankingLoss(margin)(ce_i, ce_j, sign(s_j - s_i)).
+    """
+    ce_i, ce_j = torch.as_tensor(ce_i), torch.as_tensor(ce_j)
+    y = torch.sign(torch.as_tensor(score_j, dtype=ce_i.dtype, device=ce_i.device)
+                   - torch.as_tensor(score_i, dtype=ce_i.dtype, device=ce_i.device))   # +1: a_j preferred
+    loss = torch.clamp_min(margin - y * (ce_i - ce_j), 0.0)
+    return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
+
+
+def rd_lambda(epoch, epochs, schedule="sin"):
+    """Weight of the ranking term: the authors' warm-up 2 sin(pi * 0.8 * t / T) (starts at 0), or constant 1."""
+    return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
+
+
+
+
+# ---- One-shot training steps: SPOS, FairNAS, Sandwich and RD-NAS (Sec. 2.2, Tables 1, 2 and 4) ----
+# Each step runs forward and backward for one batch and returns (stats, the archs it trained); the
+# training loop zeroes, clips and steps the optimizer around it.
+
+# Sandwich needs a largest and a smallest subnet. NB201 subnets differ in ops, not widths: the largest
+# has nor_conv_3x3 on every edge (most parameters and FLOPs); among the parameter-free archs the
+# smallest is taken to be all skip_connect, the cheapest arch that still carries signal (all-`none`
+# outputs a constant, and a constant cannot be distilled into).
+LARGEST_NB201, SMALLEST_NB201 = ("nor_conv_3x3",) * 6, ("skip_connect",) * 6
+
+
+def cross_entropy_step(net, x, y, arch):
+    logits = net(x, arch)                                    # (B, classes)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    return loss.item(), (logits.argmax(1) == y).sum().item(), logits
+
+
+def spos_step(net, x, y, sample_arch):
+    """SPOS (Guo et al., ECCV 2020, ref. [1]): one uniformly sampled single path per step."""
+    arch = sample_arch()
+    loss, correct, _ = cross_entropy_step(net, x, y, arch)
+    return dict(loss=loss, correct=correct), [arch]
+
+
+def fairnas_step(net, x, y, ops, rng):
+    """FairNAS (Chu et al., 2019, ref. [16]): strict fairness. A random permutation of the ops on every edge
+    gives |ops| subnets that together use each op on each edge exactly once; their gradients are summed
+    (backward one at a time, which saves memory) before a single optimizer step."""
+    perms = [rng.sample(ops, len(ops)) for _ in EDGES]
+    archs = [tuple(perm[k] for perm in perms) for k in range(len(ops))]
+    steps = [cross_entropy_step(net, x, y, arch)[:2] for arch in archs]  # (loss, correct) per subnet
+    return dict(loss=sum(s[0] for s in steps) / len(steps), correct=steps[0][1]), archs   # accuracy of the first
+
+
+def sandwich_step(net, x, y, largest, smallest, sample_arch, n_random=2):
+    """Sandwich rule (Yu & Huang, AutoSlim, ref. [15]): the largest subnet learns from the labels; the
+    smallest and `n_random` random subnets learn from the largest one's soft predictions
+    (in-place distillation, KL divergence)."""
+    loss, correct, logits = cross_entropy_step(net, x, y, largest)
+    soft = logits.detach().softmax(1)                        # (B, classes) teacher = largest subnet
+    archs = [largest, smallest] + [sample_arch() for _ in range(n_random)]
+    for arch in archs[1:]:
+        kd = F.kl_div(net(x, arch).log_softmax(1), soft, reduction="batchmean")
+        kd.backward()
+    return dict(loss=loss, correct=correct), archs
+
+
+def rd_step(net, x, y, sampler, teacher, lam, margin=0.0, detach=False):
+    """RD-NAS (Sec. 2.2): a pair from the margin subnet sampler, both CE losses, plus the ranking term of Eq. 3
+    in the zero-cost teacher's order: L = L_ce(a_i) + L_ce(a_j) + lambda(t) * L_rd(a_i, a_j)."""
+    a_i, a_j = sampler()
+    out_i, out_j = net(x, [a_i, a_j])                        # (B, classes) each, in one call (one DDP forward)
+    ce_i, ce_j = F.cross_entropy(out_i, y), F.cross_entropy(out_j, y)
+    s_i, s_j = teacher(a_i), teacher(a_j)
+    rank_i, rank_j = ce_i, ce_j
+    if detach:  # authors' one-sided gradient (our reading): only the teacher-preferred subnet is pulled
+        rank_i, rank_j = (ce_i.detach(), ce_j) if s_j > s_i else (ce_i, ce_j.detach())
+    rank = margin_ranking_loss(rank_i, rank_j, s_i, s_j, margin)
+    (ce_i + ce_j + lam * rank).backward()
+    stats = dict(loss=(ce_i.item() + ce_j.item()) / 2, correct=(out_i.argmax(1) == y).sum().item(), rank=rank.item())
+    return stats, [a_i, a_j]
+
+
+@dataclasses.dataclass
+class Space:
+    """A search space as the training loop sees it: its supernet and what each method draws from it.
+
+    NB201's is made by train_nb201 below, ResNet48's by train_resnet48 in Part II.
+    """
+    model: nn.Module          # the supernet: forward(x, arch) (wrapped in DDP under torchrun)
+    batches: object           # epoch -> that epoch's (x, y) training batches
+    sample_arch: object       # () -> one uniformly random arch (SPOS, Sandwich, evaluation draws)
+    largest: object           # Sandwich's largest and smallest subnets
+    smallest: object
+    ops: tuple = ()           # the candidate ops FairNAS permutes (NB201 only)
+    sampler: object = None    # RD: the margin subnet sampler, () -> (a_i, a_j)
+    teacher: object = None    # RD: the zero-cost teacher, arch -> score (cached)
+    evaluate: object = None   # epoch -> the ranking record of Sec. 3.2 (main process only)
+
+
+def method_step(cfg, space, rng, x, y, lam):
+    """One step of --method on a batch: (stats, archs trained)."""
+    net = space.model
+    if cfg.method == "spos":
+        return spos_step(net, x, y, space.sample_arch)
+    if cfg.method == "fairnas":
+        return fairnas_step(net, x, y, space.ops, rng)
+    if cfg.method == "sandwich":
+        return sandwich_step(net, x, y, space.largest, space.smallest, space.sample_arch, cfg.sandwich_random)
+    return rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin, cfg.rd_detach)
+
+
+def cosine_lr(cfg, step, total_steps):
+    """Cosine annealing from --lr to --lr-min over the whole run, computed per step (nothing to checkpoint)."""
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / max(1, total_steps)))
+
+
+# ---- Ranking metrics (Sec. 2.1 and 3.2) ----
+
+def concordant_pair_ratio(pred, true):
+    """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
+
+    (The authors' public code compared a list with itself and always got 1.0: Table 2's 100.0 rows.)
+    """
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    n, concordant = len(pred), 0
+    for start in range(0, n, 2048):  # row blocks keep memory at O(2048 * n) for the 15,625-arch space
+        block = slice(start, min(n, start + 2048))
+        prod = (true[block, None] - true[None, :]) * (pred[block, None] - pred[None, :])   # (b, n)
+        upper = np.arange(block.start, block.stop)[:, None] < np.arange(n)[None, :]        # only pairs i < j
+        concordant += int(np.count_nonzero((prod > 0) & upper))
+    return concordant / (n * (n - 1) / 2)
+
+
+def precision_at_top(pred, true, fraction=0.1):
+    """P@top-k: the share of the true top-k archs found in the predicted top-k (k = fraction * n)."""
+    k = max(1, int(round(fraction * len(pred))))
+    top_pred = set(np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")[:k])
+    top_true = set(np.argsort(-np.asarray(true, dtype=np.float64), kind="stable")[:k])
+    return len(top_pred & top_true) / k
+
+
+def rank_metrics(pred, true):
+    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
+    from scipy import stats  # imported here so `import rdnas` stays light
+    pred = np.asarray(pred, dtype=np.float64)
+    finite = pred[np.isfinite(pred)]
+    low, high = (finite.min() - 1, finite.max() + 1) if len(finite) else (-1.0, 1.0)
+    pred = np.where(np.isnan(pred) | np.isneginf(pred), low, np.where(np.isposinf(pred), high, pred))  # NaN/-inf last
+    true = np.asarray(true, dtype=np.float64)
+    if len(pred) < 2 or len(pred) != len(true):
+        raise UserError(f"rank_metrics needs two equal-length lists of at least 2 scores, got {len(pred)} and {len(true)}")
+    def safe(x):
+        return float(x) if np.isfinite(x) else 0.0  # a constant prediction has no correlation, not NaN
+    with np.errstate(all="ignore"):
+        tau = safe(stats.kendalltau(pred, true).statistic)
+        r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
+        rho = safe(stats.spearmanr(pred, true).statistic)
+    return dict(tau=tau, r=r, rho=rho, cpr=concordant_pair_ratio(pred, true), p_top10=precision_at_top(pred, true))
+
+
+def format_metrics(m):
+    return "  ".join(f"{k}={100 * v:6.2f}" for k, v in m.items())
+
+
+# ---- Ranking evaluation (Sec. 3.2: 200 random subnets, tau / r / rho / CPR) ----
+
+def recalibrate_bn(net, arch, loader, batches):
+    """--bn recal: reset every BN's running statistics and re-estimate them on K training batches for `arch`."""
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None                                    # cumulative average over the K batches
+    net.train()
+    with torch.no_grad():
+        for k, (x, _) in enumerate(loader):
+            if k == batches:
+                break
+            net(x.to(next(net.parameters()).device), arch)
+    for m in bns:
+        m.momentum = 0.1
+
+
+def subnet_accuracy(net, arch, loader, bn="train", recal_loader=None, bn_batches=10):
+    """Top-1 accuracy (%) of one subnet on the held-out loader, with an explicit BN policy."""
+    if bn == "recal":
+        recalibrate_bn(net, arch, recal_loader, bn_batches)
+        net.eval()
+    else:
+        net.train()   # batch statistics, as the authors' code evaluated
+    device, correct, total = next(net.parameters()).device, 0, 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += (net(x.to(device), arch).argmax(1).cpu() == y).sum().item()
+            total += len(y)
+    return 100.0 * correct / total
+
+
+def eval_pool(ops, table=None):
+    """The archs a ranking may sample: the space, restricted to the benchmark's archs when one is given."""
+    archs = all_archs(ops)
+    if table is not None:
+        archs = [a for a in archs if arch_to_str(a) in table]
+        if len(archs) < 2:
+            raise UserError(f"the benchmark holds fewer than 2 archs of this space (ops: {', '.join(ops)})")
+    return archs
+
+
+def sample_eval_archs(ops, n, seed, table=None):
+    """--eval-archs subnets drawn with the evaluation seed only, so every run and method ranks the same ones."""
+    pool = eval_pool(ops, table)
+    if n == "all":
+        return pool
+    return random.Random(seed).sample(pool, min(eval_count(n), len(pool)))
+
+
+def eval_count(n):
+    """--eval-archs as a number of subnets: at least 2, so that there is a ranking."""
+    if not str(n).isdigit() or int(n) < 2:
+        raise UserError(f"--eval-archs takes a number >= 2 (or 'all' on NB201), got {n!r}")
+    return int(n)
+
+
+
+def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None, key=arch_to_str, every=0):
+    """Rank `archs` by supernet accuracy on the held-out images; with a ground truth {key(arch): accuracy},
+    also rank_metrics against it. `recal_loader()` gives the training batches of --bn recal."""
+    accs, t = [], time.time()
+    for k, arch in enumerate(archs):
+        accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches))
+        if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
+            print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
+    record = dict(archs=[key(a) for a in archs], supernet_acc=accs)
+    if table is not None:
+        missing = [k for k in record["archs"] if k not in table]
+        if missing:
+            raise UserError(f"the benchmark has no entry for {missing[0]} ({len(table)} archs in it)")
+        record["gt"] = [table[k] for k in record["archs"]]
+        record["metrics"] = rank_metrics(accs, record["gt"])
+    return record
+
+
+# ---- Runs: folders, logs, checkpoints ----
+
+# Config fields a resumed run may change; every other field must match the checkpoint.
+RESUME_FREE = {"resume", "out", "device", "log_every", "plot", "data", "eval_every", "eval_batch_size", "mode",
+               "runs", "ckpt"}
+
+
+@dataclasses.dataclass
+class Run:
+    """A run folder, and the state that its checkpoint keeps besides the weights and the optimizer."""
+    out: str                               # the run folder: log.jsonl, ckpt.pt, results.json
+    config: dict                           # the run's Config, as saved
+    rng: random.Random                     # every random choice of subnets
+    gen: torch.Generator = None            # data order and augmentation (NB201's in-memory loader)
+    epoch: int = 0                         # epochs finished, counted over all stages
+    history: list = dataclasses.field(default_factory=list)   # the ranking records so far
+    world: int = 1                         # processes under torchrun
+    main: bool = True                      # only the main process prints, logs and writes
+
+    @property
+    def ckpt(self):
+        return os.path.join(self.out, "ckpt.pt")
+
+
+def run_dir(cfg):
+    """--out, or runs/<space>-<dataset>-<method>-seed<seed>; created if missing."""
+    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
+    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def open_run(cfg, main=True, world=1):
+    """The run of --out; a folder that already holds one is refused unless --resume."""
+    run = Run(run_dir(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, main=main)
+    if os.path.exists(run.ckpt) and not cfg.resume:
+        raise UserError(f"{run.out} already holds a run; pass --resume to continue it or choose another --out")
+    return run
+
+
+def log_json(out, record):
+    """Append one JSON line to <out>/log.jsonl and flush it (the machine-readable twin of the printed lines)."""
+    with open(os.path.join(out, "log.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def save_checkpoint(path, **state):
+    """One dict {model, optimizer, config, epoch, rng, ...}, written to a temporary file and renamed."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path, cfg=None):
+    """Load a checkpoint; a corrupt file or one made with a different config is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path!r} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ckpt["config"]
+    except Exception as e:
+        raise UserError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): {type(e).__name__}: {e}") from None
+    if cfg is not None:
+        diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in dataclasses.asdict(cfg).items()
+                if k not in RESUME_FREE and saved.get(k) != v]
+        if diff:
+            raise UserError(f"checkpoint {path} was made with a different config: {', '.join(diff)}")
+    return ckpt
+
+
+def checkpoint(run, net, opt, sampler=None):
+    """Save the run after an epoch or an evaluation (main process only)."""
+    if run.main:
+        save_checkpoint(run.ckpt, model=net.state_dict(), optimizer=opt.state_dict(), config=run.config,
+                        epoch=run.epoch, history=run.history, world_size=run.world,
+                        rng=dict(python=run.rng.getstate(), data=run.gen.get_state() if run.gen is not None else None,
+                                 torch=torch.get_rng_state(), fallbacks=sampler.fallbacks if sampler else 0))
+
+
+def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
+    """--resume: the weights, the optimizer, the epochs done, the rankings and every random generator."""
+    ckpt = load_checkpoint(run.ckpt, cfg)
+    if ckpt["world_size"] != run.world:
+        raise UserError(f"{run.ckpt} was written by {ckpt['world_size']} processes; resume it with the same "
+                        f"--nproc_per_node (now {run.world})")
+    net.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    run.epoch, run.history = ckpt["epoch"], ckpt["history"]
+    run.rng.setstate(ckpt["rng"]["python"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if run.gen is not None:
+        run.gen.set_state(ckpt["rng"]["data"])
+    if sampler is not None:
+        sampler.fallbacks = ckpt["rng"]["fallbacks"]
+    if run.main:
+        print(f"resumed {run.out} after epoch {run.epoch}/{total_epochs or cfg.epochs}")
+
+
+def format_eta(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def epoch_record(cfg, space, run, stage, sums, steps, lr, seconds):
+    """The log.jsonl record of an epoch; for RD also the ranking term and the sampler's distances."""
+    record = dict(event="epoch", stage=stage, epoch=run.epoch, loss=sums["loss"] / steps,
+                  acc=100 * sums["correct"] / sums["n"], lr=lr, seconds=seconds)
+    if cfg.method == "rd":
+        record.update(rank_loss=sums["rank"] / steps, fallbacks=space.sampler.fallbacks,
+                      distances={str(k): v for k, v in sorted(space.sampler.histogram.items())},
+                      teacher_computed=space.teacher.computed)
+    return record
+
+
+def evaluate_and_log(cfg, space, run):
+    """Rank the subnets (Sec. 3.2) and report tau, r, rho, CPR in one line and one log.jsonl record."""
+    t = time.time()
+    record = space.evaluate(run.epoch)
+    record.update(event="eval", epoch=run.epoch, bn=cfg.bn, seconds=time.time() - t)
+    mean_acc = sum(record["supernet_acc"]) / len(record["archs"])
+    summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth)"
+    print(f"eval epoch {run.epoch}: {len(record['archs'])} subnets, bn={cfg.bn}, mean acc {mean_acc:.2f}%  {summary}  "
+          f"[{time.time() - t:.1f}s]", flush=True)
+    log_json(run.out, record)
+    return record
+
+
+def eval_due(cfg, epoch):
+    """Rank every --eval-every epochs and after the last; --epochs 0 ranks the untrained supernet (Table 2's Random)."""
+    return bool(cfg.eval_every and epoch > 0 and epoch % cfg.eval_every == 0) or epoch == cfg.epochs
+
+
+# ---- Training loop ----
+
+def train(cfg, space, run, opt, stage="train", first_epoch=0):
+    """One-shot supernet training (Sec. 2.2): --epochs epochs of --method, the learning rate cosine-annealed per
+    step. After each epoch a checkpoint, then the ranking of Sec. 3.2 when it is due. Epochs count on from
+    `first_epoch`, so that the two stages of Sec. 3.1 checkpoint and resume as one run."""
+    net = getattr(space.model, "module", space.model)       # the supernet itself (space.model may be DDP)
+    device = next(net.parameters()).device
+    done = run.epoch - first_epoch                            # epochs of this stage finished before a resume
+    if space.evaluate and 0 <= done <= cfg.epochs and eval_due(cfg, done) and run.main and \
+            not (run.history and run.history[-1]["epoch"] == run.epoch):   # killed while ranking, or --epochs 0
+        run.history.append(evaluate_and_log(cfg, space, run))
+        checkpoint(run, net, opt, space.sampler)
+    images, seconds = 0, 0.0
+    for epoch in range(max(0, done), cfg.epochs):
+        space.model.train()
+        batches, t_epoch = space.batches(first_epoch + epoch + 1), time.time()
+        lam = cfg.rd_weight * rd_lambda(epoch, cfg.epochs, cfg.rd_schedule)       # weight of Eq. 3 this epoch
+        if space.sampler is not None:
+            space.sampler.histogram = Counter()
+        sums, steps = Counter(), len(batches)
+        for step, (x, y) in enumerate(batches):
+            t_step = time.time()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            lr = cosine_lr(cfg, epoch * steps + step, cfg.epochs * steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            stats, _ = method_step(cfg, space, run.rng, x, y, lam)
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            opt.step()
+            sums.update(stats, n=len(y))
+            images, seconds = images + len(y) * run.world, seconds + time.time() - t_step
+            if run.main and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
+                left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * seconds / images
+                print(f"{stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
+                      f"acc {100 * sums['correct'] / sums['n']:.2f}% lr {lr:.5f} {images / seconds:.0f} img/s "
+                      f"eta {format_eta(left)}", flush=True)
+        run.epoch = first_epoch + epoch + 1
+        if run.main:
+            log_json(run.out, epoch_record(cfg, space, run, stage, sums, steps, lr, time.time() - t_epoch))
+            if space.teacher is not None:
+                space.teacher.save()
+        checkpoint(run, net, opt, space.sampler)               # first, so a kill while ranking loses no training
+        if space.evaluate and run.main and eval_due(cfg, epoch + 1):
+            run.history.append(evaluate_and_log(cfg, space, run))
+            checkpoint(run, net, opt, space.sampler)
+
+
+def train_nb201(cfg):
+    """--mode train on NAS-Bench-201: the supernet, its data, the teacher and the sampler; train(); results.json."""
+    run, device = open_run(cfg), get_device(cfg.device)
+    table, table_path = ground_truth(cfg)                    # fail on a bad benchmark before any work
+    seed_everything(cfg.seed)
+    data = load_dataset(cfg)
+    run.gen = torch.Generator().manual_seed(cfg.seed)        # data order and augmentation
+    train_loader, valid_loader = make_loaders(data, cfg, run.gen)
+    kw = net_kwargs(cfg, data)
+    net = NB201Supernet(cfg.C, cfg.N, kw["num_classes"], kw["in_channels"], cfg.ops).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    space = Space(net, lambda epoch: train_loader, lambda: sample_nb201(run.rng, net.ops),
+                  LARGEST_NB201, SMALLEST_NB201, net.ops)
+    if cfg.method == "rd":
+        name, batch = parse_proxies([cfg.teacher])[0], fixed_batch(data, cfg, device, train_loader)
+        space.teacher = Teacher(lambda arch: score_arch(name, arch, kw, batch, cfg.eval_seed),
+                                path=os.path.join(run.out, f"teacher_{name}.json"))
+        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES.get(cfg.sampler),
+                                            resolved_mu(cfg), cfg.candidates, cfg.max_tries, run.rng)
+    eval_archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
+    recal = (lambda: Loader(*data["train"], cfg.batch_size, train_loader.mean, train_loader.std, shuffle=True,
+                            generator=torch.Generator().manual_seed(cfg.eval_seed))) if cfg.bn == "recal" else None
+    space.evaluate = lambda epoch: evaluate_ranking(net, eval_archs, valid_loader, cfg, recal, table)
+    if cfg.resume and os.path.exists(run.ckpt):
+        restore(cfg, run, net, opt, space.sampler)
+    else:
+        log_json(run.out, dict(event="config", config=run.config, benchmark=table_path, split=data["split"]))
+        print(f"ground truth: {table_path} ({len(table)} archs)" if table is not None else
+              "no ground truth given (--benchmark): subnets are trained and ranked, but no correlation is computed")
+    print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} "
+          f"({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, "
+          f"device {device}, run folder {run.out}")
+    train(cfg, space, run, opt)
+    final = run.history[-1] if run.history else None
+    atomic_write_text(os.path.join(run.out, "results.json"), json.dumps(dict(
+        config=run.config, benchmark=table_path, final=final,
+        curve=[dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]), indent=1))
+    if cfg.plot:
+        plot_curve(run.out, cfg, run.history, table, data, train_loader, device)
+    return net, final
+
+
+# ---- Command line ----
+
+def main(argv=None):
+    """Parse the flags, run --mode on --space; a user's mistake ends in one line, never a traceback."""
+    cfg = parse_args(argv)
+    modes = {"train": train_nb201, "proxies": proxy_table, "search": run_search, "standalone": standalone_main,
+             "build-gt": build_ground_truth, "summarize": summarize, "bench": bench, "export-benchmark": export_main}
+    if cfg.space == "resnet48":                              # Part II
+        modes = {"train": train_resnet48, "rank": rank_main}
+    try:
+        if cfg.mode not in modes:
+            raise UserError(f"--mode {cfg.mode} is not for --space {cfg.space}; it takes: {', '.join(modes)}")
+        return modes[cfg.mode](cfg)
+    except UserError as e:
+        sys.exit(f"rdnas: error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("rdnas: interrupted; finished epochs (and ground-truth runs) are kept in the run folder: "
+                 "the same command with --resume continues")
+
+
+# =====================================================================================================
+# Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1)
+# The 52-character Track 1 codes, the slimmable supernet, ImageNet data and DDP under torchrun, and the
+# ranking of the competition's archs. Training is Part I's train(), called once per stage.
+# =====================================================================================================
+
+# ---- Search space: ResNet48 ----
 # ResNet with BasicBlocks; stage depths and block widths are searched. The competition's 52-character
 # code: [0] image-size code, [1:5] depth per stage, [5] stem width code, then for each of the 23 max
 # blocks two digits (mid width, out width), codes 1..7 indexing RESNET48_RATIOS, "00" when inactive.
@@ -675,15 +1581,227 @@ def resnet48_hamming(a, b):
 # checked in the tests), as mu = 6.7 is about the mean group distance on NB201.
 RESNET48_HAMMING_MU = 35.0
 
+# ---- ResNet48: teacher, data, distributed training and ranking ----
 
-# ---- Data ----
-# Every dataset becomes uint8 tensors held in memory (N, C, H, W) plus int64 labels; batches are cut,
-# normalised and augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
-# Splits follow NB201: cifar10 = `cifar10-valid` (train on 25k of the training set, rank on the other
-# 25k); cifar100 and imagenet16-120 rank on `x-valid`, one half of the official test/val set.
+def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=0):
+    """Teachers for the ResNet-like space (Table 1): FLOPs and params in closed form, Zen-score on a fresh net."""
+    if proxy in ("flops", "params"):
+        return resnet48_cost(arch, num_classes, base, resolution)[0 if proxy == "flops" else 1]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = ResNet48Net(arch, num_classes, base)
+    inputs, targets = batch
+    score = PROXIES[proxy](net.to(inputs.device), inputs, targets)
+    return score if math.isfinite(score) or score == -math.inf else -math.inf
 
-SPLIT_SEED = 777  # fixed: the held-out split never depends on --seed (it is saved in the run folder too)
 
+def resnet48_datasets(cfg):
+    """(train, valid, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
+    if cfg.dataset == "synthetic":
+        xtr, ytr, xva, yva = make_synthetic(n_train=cfg.train_subset or 2048, n_valid=cfg.valid_subset or 512,
+                                            side=cfg.resolution)
+        norm = lambda x: (x.float() / 255 - 0.5) / 0.25
+        return (torch.utils.data.TensorDataset(norm(xtr), ytr), torch.utils.data.TensorDataset(norm(xva), yva), 10)
+    if cfg.dataset != "imagenet":
+        raise UserError(f"--space resnet48 trains on --dataset imagenet or synthetic, not {cfg.dataset}")
+    import torchvision  # only the ImageNet path needs it
+    from torchvision import transforms as T
+    for split in ("train", "val"):
+        if not os.path.isdir(os.path.join(cfg.data, split)):
+            raise UserError(f"ImageNet not found: {os.path.join(cfg.data, split)!r} is missing; --data must hold "
+                            f"train/ and val/ in torchvision's ImageFolder layout (one folder per class)")
+    norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    train = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
+        [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
+    valid = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
+        [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
+    if cfg.train_subset:
+        train = torch.utils.data.Subset(train, range(cfg.train_subset))
+    if cfg.valid_subset:  # a fixed, class-balanced-in-expectation subset of val for ranking
+        idx = torch.randperm(len(valid), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
+        valid = torch.utils.data.Subset(valid, idx.tolist())
+    return train, valid, len(train.dataset.classes if hasattr(train, "dataset") else train.classes)
+
+
+def init_distributed(cfg):
+    """(rank, world_size, device). Under torchrun: one process per device, NCCL on GPU, gloo on CPU."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, get_device(cfg.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = get_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # at the end rank 0 ranks the subnets alone while the others wait at a barrier: allow it hours, not minutes
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def resnet48_loaders(cfg, train, valid, rank, world, epoch_seed):
+    """Training loader of one epoch (this rank's share under torchrun) and the held-out loader."""
+    per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
+    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
+    g = torch.Generator().manual_seed(epoch_seed)
+    train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
+                              num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
+    valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
+    return train_loader, valid_loader, sampler
+
+
+def resnet48_recal_loader(cfg, train):
+    """The training batches that --bn recal recomputes each subnet's BN statistics on."""
+    return DataLoader(train, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
+                      generator=torch.Generator().manual_seed(cfg.eval_seed))
+
+
+def load_resnet48_table(path):
+    """A ResNet48 ground truth `arch,accuracy` (arch = 52-digit code) -> {code: accuracy}."""
+    if not path or path == "none":
+        return None
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
+    table = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"arch", "accuracy"} <= set(reader.fieldnames or []):
+            raise UserError(f"{path}: expected columns arch,accuracy (arch = 52-digit ResNet48 code)")
+        for line, row in enumerate(reader, start=2):
+            try:
+                table[encode_resnet48_code(decode_resnet48_code(row["arch"]))] = float(row["accuracy"])
+            except ValueError as e:
+                raise UserError(f"{path}:{line}: {e}") from None
+    return table
+
+
+def build_resnet48(cfg, num_classes, device):
+    base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
+    return ResNet48Supernet(num_classes, base).to(device), base
+
+
+
+
+def train_resnet48(cfg):
+    """The two stages of Sec. 3.1, each one call of Part I's train(): SPOS pre-training (--pretrain-epochs at
+    --pretrain-lr, skipped with --init), then --epochs of --method.
+
+    Under torchrun every rank runs this: DDP averages gradients, every rank draws the same subnets (one
+    seeded rng), only rank 0 logs, ranks and writes, and a resumed run needs the same world size.
+    """
+    rank, world, device = init_distributed(cfg)
+    run = open_run(cfg, main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
+    seed_everything(cfg.seed)                                # identical initial weights on every rank
+    train_set, valid_set, num_classes = resnet48_datasets(cfg)
+    net, base = build_resnet48(cfg, num_classes, device)
+    if cfg.init:
+        try:
+            net.load_state_dict(load_checkpoint(cfg.init)["model"])
+        except RuntimeError:
+            raise UserError(f"--init {cfg.init}: its supernet has other shapes than this one (check --base-width "
+                            f"and the dataset's classes)") from None
+    # a subnet leaves the deeper blocks unused, hence find_unused_parameters
+    model = net if world == 1 else DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    if cfg.method == "fairnas":
+        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
+    def batches(epoch):
+        loader, _, sampler = resnet48_loaders(cfg, train_set, valid_set, rank, world, cfg.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        return loader
+    space = Space(model, batches, lambda: sample_resnet48(run.rng),
+                  largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
+                  smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
+    if cfg.method == "rd":
+        name = parse_proxies([cfg.teacher])[0]
+        xb, yb = next(iter(DataLoader(train_set, cfg.proxy_batch)))   # never the ranking images
+        space.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
+                                                         (xb.to(device), yb.to(device)), cfg.eval_seed),
+                                key=encode_resnet48_code, path=os.path.join(run.out, f"teacher_{name}.json") if run.main else None)
+        if cfg.sampler == "group":
+            raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
+        space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
+                                            cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, cfg.candidates, cfg.max_tries,
+                                            run.rng)
+    pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr, method="spos")
+    if cfg.resume and os.path.exists(run.ckpt):
+        restore(cfg, run, net, opt, space.sampler, pretrain.epochs + cfg.epochs)
+    elif run.main:
+        log_json(run.out, dict(event="config", config=run.config, world_size=world))
+    table = load_resnet48_table(cfg.benchmark)
+    eval_rng = random.Random(cfg.eval_seed)
+    eval_archs = [sample_resnet48(eval_rng) for _ in range(eval_count(cfg.eval_archs))]
+    _, valid_loader, _ = resnet48_loaders(cfg, train_set, valid_set, 0, 1, cfg.seed)
+    space.evaluate = lambda epoch: evaluate_ranking(net, eval_archs, valid_loader, cfg,
+                                                    lambda: resnet48_recal_loader(cfg, train_set), table,
+                                                    key=encode_resnet48_code)
+    train(pretrain, dataclasses.replace(space, evaluate=None), run, opt, stage="pretrain")
+    train(cfg, space, run, opt, stage="train", first_epoch=pretrain.epochs)
+    # every rank reports a checksum of its weights: DDP keeps them identical
+    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64,
+                            device=device)                                   # NCCL gathers GPU tensors only
+    checksums = [checksum.clone() for _ in range(world)]
+    if world > 1:
+        dist.all_gather(checksums, checksum)
+    result = None
+    if run.main:
+        result = dict(config=run.config, world_size=world, final=run.history[-1],
+                      rank_weight_checksums=[float(c) for c in checksums])
+        atomic_write_text(os.path.join(run.out, "results.json"), json.dumps(result, indent=1))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
+
+
+def rank_main(cfg):
+    """--mode rank: score every code of --archs (competition JSON) with the supernet; write the submission."""
+    if not os.path.isfile(cfg.archs):
+        raise UserError(f"--archs {cfg.archs!r} not found; expected the competition JSON "
+                        f'{{"arch1": {{"acc": 0.0, "arch": "1..."}}, ...}}')
+    try:
+        with open(cfg.archs) as f:
+            entries = json.load(f)
+        codes = [(k, v["arch"]) for k, v in entries.items()]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
+        raise UserError(f"{cfg.archs} is not a competition JSON ({type(e).__name__}: {e})") from None
+    archs = []
+    for key, code in codes:
+        try:
+            archs.append(decode_resnet48_code(code))
+        except ValueError as e:
+            raise UserError(f"{cfg.archs}, {key}: {e}") from None
+    out, device = run_dir(cfg), get_device(cfg.device)
+    ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
+    mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
+                                                                      "train_subset", "valid_subset")})
+    train_set, valid_set, num_classes = resnet48_datasets(mcfg)
+    net, _ = build_resnet48(mcfg, num_classes, device)
+    net.load_state_dict(ckpt["model"])
+    _, valid_loader, _ = resnet48_loaders(mcfg, train_set, valid_set, 0, 1, cfg.seed)
+    print(f"ranking {len(archs)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
+    record = evaluate_ranking(net, archs, valid_loader, cfg, lambda: resnet48_recal_loader(mcfg, train_set),
+                              load_resnet48_table(cfg.benchmark), key=encode_resnet48_code,
+                              every=max(1, len(archs) // 20))
+    for (key, _), acc in zip(codes, record["supernet_acc"]):
+        entries[key]["acc"] = acc
+    path = os.path.join(out, "submission.json")
+    atomic_write_text(path, json.dumps(entries))
+    if "metrics" in record:
+        print(f"ranking against {cfg.benchmark}: {format_metrics(record['metrics'])}")
+    print(f"wrote {path}")
+    return path
+
+
+# =====================================================================================================
+# Part III: reproducing the tables
+# Data files and benchmark tables, the zero-cost proxies against the benchmark (Table 2), Fig. 1, search
+# (Table 3), summaries over runs (Tables 2-4), stand-alone training for a ground truth, speed benchmarks.
+# =====================================================================================================
+
+# ---- Data files: Fashion-MNIST (IDX), CIFAR-10/100, ImageNet16-120 ----
 
 def read_idx(path):
     """Read an IDX file (MNIST format), gzipped or not -> numpy array."""
@@ -745,561 +1863,6 @@ def load_imagenet16(root, classes=120):
         return torch.from_numpy(x[keep]), torch.from_numpy(y[keep])
     return part([f"train_data_batch_{i}" for i in range(1, 11)]) + part(["val_data"])
 
-
-def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
-    """Deterministic, learnable toy data: each class is a fixed random image pattern plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    templates = torch.rand(classes, 3, side, side, generator=g)
-    def part(n):
-        y = torch.randint(classes, (n,), generator=g)
-        x = 0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)   # faint signal, strong noise
-        return (x * 255).to(torch.uint8), y
-    return part(n_train) + part(n_valid)
-
-
-def split_indices(n, seed=SPLIT_SEED):
-    """A seeded random halving of range(n) -> (first half, second half)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[: n // 2], perm[n // 2:]
-
-
-def load_dataset(cfg):
-    """-> dict(train=(x, y), valid=(x, y), num_classes, in_channels, split) with uint8 images (N, C, H, W)."""
-    name, root = cfg.dataset, cfg.data
-    split = {}
-    if name == "synthetic":
-        xtr, ytr, xva, yva = make_synthetic(side=cfg.resolution or 16)
-    elif name == "fashion-mnist":
-        xtr, ytr, xva, yva = load_fashion_mnist(root)
-    elif name in ("cifar10", "cifar100"):
-        xtr, ytr, xte, yte = load_cifar(root, name)
-        if name == "cifar10":   # cifar10-valid: 25k train / 25k valid out of the training set
-            a, b = split_indices(len(xtr))
-            xtr, ytr, xva, yva = xtr[a], ytr[a], xtr[b], ytr[b]
-        else:                   # cifar100 x-valid: half of the test set
-            a, b = split_indices(len(xte))
-            xva, yva = xte[a], yte[a]
-        split = {"train_or_test_half_a": a.tolist()}
-    elif name == "imagenet16-120":
-        xtr, ytr, xte, yte = load_imagenet16(root)
-        a, _ = split_indices(len(xte))
-        xva, yva, split = xte[a], yte[a], {"val_half_a": a.tolist()}
-    else:
-        raise UserError(f"--dataset {name} is for --space resnet48 only")
-    if cfg.train_subset:
-        xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
-    if cfg.valid_subset:
-        xva, yva = xva[: cfg.valid_subset], yva[: cfg.valid_subset]
-    if cfg.resolution and xtr.shape[-1] != cfg.resolution:
-        xtr, xva = (resize_uint8(x, cfg.resolution) for x in (xtr, xva))
-    num_classes = int(max(ytr.max(), yva.max())) + 1
-    return dict(train=(xtr, ytr), valid=(xva, yva), num_classes=num_classes, in_channels=xtr.shape[1], split=split)
-
-
-def resize_uint8(x, side):
-    """Area-resize a uint8 image tensor (N, C, H, W) to side x side."""
-    return torch.cat([F.interpolate(c.float(), size=(side, side), mode="area").round().clamp(0, 255).to(torch.uint8)
-                      for c in x.split(4096)])
-
-
-class Loader:
-    """Batches from in-memory uint8 images: normalise with the training set's channel statistics, augment."""
-
-    def __init__(self, x, y, batch_size, mean, std, augment=False, shuffle=False, generator=None, drop_last=False):
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self.mean, self.std = mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)
-        self.augment, self.shuffle, self.generator, self.drop_last = augment, shuffle, generator, drop_last
-
-    def __len__(self):
-        return len(self.x) // self.batch_size if self.drop_last else math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.x)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
-            x = (self.x[idx].float() / 255 - self.mean) / self.std   # (B, C, H, W)
-            if self.augment:
-                x = self.random_crop_flip(x)
-            yield x, self.y[idx]
-
-    def random_crop_flip(self, x, pad=4):
-        B, C, H, W = x.shape
-        g = self.generator
-        padded = F.pad(x, (pad, pad, pad, pad))                      # (B, C, H+2p, W+2p), zero padding
-        dy, dx = torch.randint(2 * pad + 1, (2, B), generator=g)
-        rows = (dy[:, None] + torch.arange(H))[:, None, :, None]     # (B, 1, H, 1)
-        cols = (dx[:, None] + torch.arange(W))[:, None, None, :]     # (B, 1, 1, W)
-        x = padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None], rows, cols]
-        flip = torch.rand(B, generator=g) < 0.5
-        return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-def make_loaders(data, cfg, generator, augment=None):
-    """Training loader (shuffled, augmented unless synthetic/gray) and held-out loader (fixed order)."""
-    xtr, ytr = data["train"]
-    pixels = xtr[:10000].float() / 255
-    mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3)).clamp_min(1e-3)
-    augment = (cfg.dataset in ("cifar10", "cifar100", "imagenet16-120")) if augment is None else augment
-    train = Loader(xtr, ytr, cfg.batch_size, mean, std, augment, shuffle=True, generator=generator, drop_last=True)
-    valid = Loader(*data["valid"], cfg.eval_batch_size, mean, std)
-    return train, valid
-
-
-# ---- Zero-cost proxies: the teachers (Sec. 2.1, Table 2, Fig. 1) ----
-# Each proxy is fn(net, inputs, targets) -> float, larger = predicted better. A proxy works on a private
-# copy of the network, so the caller's weights, buffers, mode and input are never touched.
-
-def conv_linear_weights(net):
-    return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
-def count_cost(net, input_shape):
-    """(MFLOPs, Mparams): multiply-adds of conv and linear layers for one image, NB201's convention."""
-    macs = []
-    def hook(m, inp, out):
-        if isinstance(m, nn.Conv2d):
-            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
-        else:
-            macs.append(m.in_features * m.out_features)
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = net.training
-    net.eval()
-    try:
-        with torch.no_grad():
-            p = next(net.parameters())
-            net(torch.zeros((1,) + tuple(input_shape), device=p.device, dtype=p.dtype))
-    finally:
-        net.train(was_training)
-        for h in handles:
-            h.remove()
-    return sum(macs) / 1e6, sum(q.numel() for q in net.parameters()) / 1e6
-
-
-def flops(net, inputs, targets):
-    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds."""
-    return count_cost(net, inputs.shape[1:])[0]
-
-
-def params(net, inputs, targets):
-    """Params (ref. [2]): number of parameters of the stand-alone net, in millions."""
-    return sum(p.numel() for p in net.parameters()) / 1e6
-
-
-def snip(net, inputs, targets):
-    """SNIP (Lee et al., ICLR 2019; as a proxy in ref. [2]): sum over conv/linear weights of |dL/dw * w|."""
-    net = copy.deepcopy(net).train()
-    ws = conv_linear_weights(net)
-    loss = F.cross_entropy(net(inputs), targets)
-    grads = torch.autograd.grad(loss, ws, allow_unused=True)
-    return float(sum((g * w.detach()).abs().sum() for g, w in zip(grads, ws) if g is not None))
-
-
-def grasp(net, inputs, targets):
-    """GraSP (Wang et al., ICLR 2020; ref. [2]): -sum(w * Hg), the Hessian-gradient product by double backward."""
-    net = copy.deepcopy(net).train()
-    ws = conv_linear_weights(net)
-    loss = F.cross_entropy(net(inputs), targets)
-    g = torch.autograd.grad(loss, ws, create_graph=True, allow_unused=True)
-    used = [(w, gi) for w, gi in zip(ws, g) if gi is not None and gi.requires_grad]
-    if not used:
-        return 0.0
-    z = sum((gi * gi.detach()).sum() for _, gi in used)          # g(w) . g_fixed, so dz/dw = H g
-    hg = torch.autograd.grad(z, [w for w, _ in used], allow_unused=True)
-    return float(-sum((w.detach() * h).sum() for (w, _), h in zip(used, hg) if h is not None))
-
-
-def synflow(net, inputs, targets):
-    """Synflow (Tanaka et al., NeurIPS 2020; ref. [2]): R = sum f_|w|(1), score = sum |w * dR/dw| (data-free).
-
-    |w| for every parameter, BN as identity, float64, an all-ones input of batch 1. Values reach 1e40+.
-    """
-    net = copy.deepcopy(net).double().eval()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):  # identity: eval mode with mean 0, var 1, eps 0, scale 1, shift 0
-                m.running_mean.zero_(), m.running_var.fill_(1.0)
-                m.eps = 0.0
-                if m.affine:
-                    m.weight.fill_(1.0), m.bias.zero_()
-            elif isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.abs_()
-                if m.bias is not None:
-                    m.bias.abs_()
-    ws = conv_linear_weights(net)
-    R = net(torch.ones((1,) + tuple(inputs.shape[1:]), dtype=torch.float64, device=inputs.device)).sum()
-    grads = torch.autograd.grad(R, ws, allow_unused=True)
-    return float(sum((w.detach() * g).abs().sum() for w, g in zip(ws, grads) if g is not None))
-
-
-def zen(net, inputs, targets, gamma=1e-2):
-    """Zen-score (Lin et al., ICCV 2021, ref. [3]) (data-free):
-    log E ||f(x) - f(x + gamma*eps)||_1 + sum over BN of log sqrt(mean sigma^2), with w ~ N(0, 1), BN in train mode.
-
-    f is the pre-pooling feature map; sigma^2 is each BN layer's running variance after the forward of x,
-    with momentum 1 so that it is exactly that batch's variance, the scale BN divided out.
-    """
-    net = copy.deepcopy(net).train()
-    g = torch.Generator(device=inputs.device).manual_seed(0)
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.normal_(generator=g)
-                if m.bias is not None:
-                    m.bias.zero_()
-        for m in bns:
-            m.momentum = 1.0
-        x = torch.randn(inputs.shape, generator=g, device=inputs.device)
-        x2 = x + gamma * torch.randn(inputs.shape, generator=g, device=inputs.device)
-        f1 = net.features(x)                                     # (B, C', H', W')
-        log_bn = sum(torch.log(m.running_var.mean().sqrt()) for m in bns)
-        f2 = net.features(x2)
-        delta = (f1 - f2).abs().sum((1, 2, 3)).mean()
-        score = float(torch.log(delta) + log_bn)
-    return score if math.isfinite(score) else -math.inf
-
-
-def naswot(net, inputs, targets):
-    """NASWOT (Mellor et al., ICML 2021, ref. [4]): slogdet of K = sum over ReLUs of c c^T + (1-c)(1-c)^T.
-
-    c is the binary activation code of each ReLU's input over the batch. Only nn.ReLU modules are hooked
-    (not wrappers that contain one), and only forward passes are needed. Singular K -> -inf.
-    """
-    net = copy.deepcopy(net).train()
-    B = inputs.shape[0]
-    K = torch.zeros(B, B, dtype=torch.float64, device=inputs.device)
-    def hook(m, inp, out):
-        c = (inp[0].reshape(B, -1) > 0).float()                 # (B, D) binary code
-        K.add_((c @ c.T + (1 - c) @ (1 - c).T).double())         # (B, B); counts < 2^24 are exact in float32
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if type(m) is nn.ReLU]
-    with torch.no_grad():
-        net(inputs)
-    for h in hooks:
-        h.remove()
-    sign, logdet = torch.linalg.slogdet(K)
-    return float(logdet) if sign > 0 else -math.inf
-
-
-PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen, "naswot": naswot}
-DATA_FREE = ("flops", "params", "synflow", "zen")
-
-
-def parse_proxies(names):
-    names = [n.strip() for n in names.split(",") if n.strip()] if isinstance(names, str) else list(names)
-    bad = [n for n in names if n not in PROXIES]
-    if bad or not names:
-        raise UserError(f"unknown proxy {', '.join(bad) or '(none given)'}; valid names: {', '.join(PROXIES)}")
-    return names
-
-
-_COST_TABLES = {}
-
-
-def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32):
-    """Per-op cost tables for NB201 archs: an arch's FLOPs/params = base + sum over its 6 edges of cost(op).
-
-    Every edge of a cell sees the same shape, so the cost of an op does not depend on its edge; the table
-    comes from counting 6 real networks once (all-`none`, then all-op for each op).
-    """
-    key = (C, N, num_classes, in_channels, resolution)
-    if key not in _COST_TABLES:
-        shape = (in_channels, resolution, resolution)
-        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape)
-        per_op = {}
-        for op in OPS:
-            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape)
-            per_op[op] = tuple((f - b) / 6 for f, b in zip(full, base))
-        _COST_TABLES[key] = (base, per_op)
-    return _COST_TABLES[key]
-
-
-def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32):
-    """(MFLOPs, Mparams) of an NB201 arch from the per-op tables, without building its network."""
-    base, per_op = cost_table(C, N, num_classes, in_channels, resolution)
-    return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
-
-
-class Teacher:
-    """The zero-cost teacher of RD-NAS (Sec. 2.2): a proxy score per arch, computed once and cached.
-
-    `score(arch)` computes the proxy (score_arch for NB201, resnet48_score for ResNet48); `key(arch)`
-    names the arch in the cache (arch string or 52-digit code); `path` keeps the cache across runs.
-    """
-
-    def __init__(self, score, key=arch_to_str, path=None):
-        self.score, self.key, self.path = score, key, path
-        self.cache, self.computed = {}, 0
-        if path and os.path.exists(path):
-            with open(path) as f:
-                self.cache = {k: float(v) for k, v in json.load(f).items()}
-
-    def __call__(self, arch):
-        key = self.key(arch)
-        if key not in self.cache:
-            self.cache[key] = self.score(arch)
-            self.computed += 1
-        return self.cache[key]
-
-    def save(self):
-        if self.path:
-            atomic_write_text(self.path, json.dumps(self.cache))
-
-
-def score_arch(proxy, arch, net_kwargs, batch, seed=0):
-    """One proxy score of one NB201 arch (larger = better); -inf for degenerate nets, never NaN."""
-    if proxy in ("flops", "params"):
-        return arch_cost(arch, **net_kwargs)[0 if proxy == "flops" else 1]
-    inputs, targets = batch
-    res = net_kwargs.get("resolution", inputs.shape[-1])
-    kw = {k: v for k, v in net_kwargs.items() if k != "resolution"}
-    with torch.random.fork_rng(devices=[inputs.device] if inputs.is_cuda else []):
-        torch.manual_seed(seed)                                 # the same initial weights for an arch, every time
-        net = NB201Net(arch, **kw).to(inputs.device)
-    if inputs.shape[-1] != res:
-        raise UserError(f"proxy batch is {inputs.shape[-1]}px but the net expects {res}px")
-    score = PROXIES[proxy](net, inputs, targets)
-    return score if math.isfinite(score) or score == -math.inf else -math.inf
-
-
-def atomic_write_text(path, text):
-    """Write a file so that a killed process leaves either the old or the new version, never half of one."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-# ---- Margin subnet sampler: Hamming and Group distances (Sec. 2.2.2, Eq. 4) ----
-
-# Eq. 4 groups the candidate ops into those with parameters and those without (`none` included; the
-# authors' code had no `none` op and so no group for it).
-OP_GROUPS = {"nor_conv_1x1": "with-params", "nor_conv_3x3": "with-params",
-             "none": "param-free", "skip_connect": "param-free", "avg_pool_3x3": "param-free"}
-
-
-def hamming_distance(a, b):
-    """f_h: the number of edges whose ops differ."""
-    return sum(x != y for x, y in zip(a, b))
-
-
-def group_distance(a, b):
-    """f_g, Eq. 4: per edge k, 0 if the ops agree, 0.5 * f_h^k within a group, 2 * f_h^k across groups."""
-    return sum(0.0 if x == y else (0.5 if OP_GROUPS[x] == OP_GROUPS[y] else 2.0) for x, y in zip(a, b))
-
-
-DISTANCES = {"hamming": hamming_distance, "group": group_distance}
-
-
-class MarginSubnetSampler:
-    """MSS, Sec. 2.2.2: draw n random pairs, keep {(a_i, a_j) | f(a_i, a_j) > mu}, train on one kept pair.
-
-    The authors' code resampled until a pair qualified, without bound; here at most `max_tries` rounds of
-    n pairs are drawn, and if none qualifies the farthest pair seen is used and counted in `fallbacks`.
-    `distance=None` gives plain random pairs (Table 4's "RD" row). `histogram` counts the distances of
-    the returned pairs (reset by the caller each epoch).
-    """
-
-    def __init__(self, sample_arch, distance=None, mu=0.0, n=10, max_tries=10, rng=None):
-        self.sample_arch, self.distance, self.mu, self.n, self.max_tries = sample_arch, distance, mu, n, max_tries
-        self.rng = rng or random.Random(0)
-        self.fallbacks, self.histogram = 0, Counter()
-
-    def __call__(self):
-        if self.distance is None:
-            a, b = self.sample_arch(), self.sample_arch()
-            self.histogram[hamming_distance(a, b)] += 1
-            return a, b
-        farthest = None
-        for _ in range(self.max_tries):
-            pairs = [(self.sample_arch(), self.sample_arch()) for _ in range(self.n)]
-            scored = [(self.distance(a, b), a, b) for a, b in pairs]
-            kept = [p for p in scored if p[0] > self.mu]
-            if kept:
-                d, a, b = kept[self.rng.randrange(len(kept))]
-                break
-            best = max(scored, key=lambda p: p[0])
-            farthest = best if farthest is None or best[0] > farthest[0] else farthest
-        else:
-            d, a, b = farthest
-            self.fallbacks += 1
-        self.histogram[d] += 1
-        return a, b
-
-
-# ---- Margin ranking loss (Sec. 2.2.1, Eq. 3) ----
-# Eq. 1: the supernet should order a pair as stand-alone training would, max P(pi*_i > pi*_j), and the proxy's
-# order P(pi^z_i - pi^z_j > 0) stands in for it (its noise sigma_i - sigma_j is ~0 in expectation). Eq. 3 turns
-# that order into a hinge on the two subnets' cross-entropies.
-
-def margin_ranking_loss(ce_i, ce_j, score_i, score_j, margin=0.0):
-    """Eq. 3: L_rd = max[0, m - (L_ce(a_i) - L_ce(a_j))] for a pair where the teacher ranks a_j above a_i.
-
-    score_* are the teacher's values (larger = better); for each pair the order is taken from them, so
-    the subnet the teacher prefers must have the lower cross-entropy by `margin`. Teacher ties give 0.
-    Returns the mean over the pairs. Equals nn.MarginRankingLoss(margin)(ce_i, ce_j, sign(s_j - s_i)).
-    """
-    ce_i, ce_j = torch.as_tensor(ce_i), torch.as_tensor(ce_j)
-    y = torch.sign(torch.as_tensor(score_j, dtype=ce_i.dtype, device=ce_i.device)
-                   - torch.as_tensor(score_i, dtype=ce_i.dtype, device=ce_i.device))   # +1: a_j preferred
-    loss = torch.clamp_min(margin - y * (ce_i - ce_j), 0.0)
-    return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
-
-
-def rd_lambda(epoch, epochs, schedule="sin"):
-    """Weight of the ranking term: the authors' warm-up 2 sin(pi * 0.8 * t / T) (starts at 0), or constant 1."""
-    return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
-
-
-# ---- One-shot training: SPOS, FairNAS, Sandwich and RD-NAS (Sec. 2.2, Tables 2 and 4) ----
-# Each method is one function step(net, x, y, ctx) that runs forward and backward for one batch and
-# returns {loss, correct, ...}; the loop around it zeroes, clips and steps the optimizer.
-
-# Sandwich needs a largest and a smallest subnet. NB201 subnets differ in ops, not widths: the largest
-# has nor_conv_3x3 on every edge (most parameters and FLOPs); among the parameter-free archs the
-# smallest is taken to be all skip_connect, the cheapest arch that still carries signal (all-`none`
-# outputs a constant, and a constant cannot be distilled into).
-LARGEST_NB201, SMALLEST_NB201 = ("nor_conv_3x3",) * 6, ("skip_connect",) * 6
-
-
-@dataclasses.dataclass
-class StepContext:
-    cfg: Config
-    ops: tuple                               # NB201 candidate ops (FairNAS permutes them)
-    rng: random.Random                       # every random choice of subnets; saved in the checkpoint
-    sampler: MarginSubnetSampler = None      # RD only
-    teacher: Teacher = None                  # RD only
-    epoch: int = 0
-    last_archs: list = None                  # the subnets trained in the last step (tests and logs)
-    largest: object = LARGEST_NB201          # Sandwich's largest and smallest subnets
-    smallest: object = SMALLEST_NB201
-    sampler_fn: object = None                # draws one arch from rng; None = uniform over NB201 `ops`
-
-    def sample_arch(self):
-        if self.sampler_fn is not None:
-            return self.sampler_fn(self.rng)
-        return tuple(self.rng.choice(self.ops) for _ in EDGES)
-
-
-def cross_entropy_step(net, x, y, arch):
-    logits = net(x, arch)                                    # (B, classes)
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    return loss.item(), (logits.argmax(1) == y).sum().item(), logits
-
-
-def spos_step(net, x, y, ctx):
-    """SPOS (Guo et al., ECCV 2020, ref. [1]): one uniformly sampled single path per step."""
-    arch = ctx.sample_arch()
-    loss, correct, _ = cross_entropy_step(net, x, y, arch)
-    ctx.last_archs = [arch]
-    return dict(loss=loss, correct=correct)
-
-
-def fairnas_step(net, x, y, ctx):
-    """FairNAS (Chu et al., 2019, ref. [16]): strict fairness. A random permutation of the ops on every edge
-    gives |ops| subnets that together use each op on each edge exactly once; their gradients are summed
-    (backward one at a time, which saves memory) before a single optimizer step."""
-    perms = [ctx.rng.sample(ctx.ops, len(ctx.ops)) for _ in EDGES]
-    archs = [tuple(perm[k] for perm in perms) for k in range(len(ctx.ops))]
-    steps = [cross_entropy_step(net, x, y, arch)[:2] for arch in archs]  # (loss, correct) per subnet
-    ctx.last_archs = archs
-    return dict(loss=sum(s[0] for s in steps) / len(steps), correct=steps[0][1])   # accuracy of the first subnet
-
-
-def sandwich_step(net, x, y, ctx):
-    """Sandwich rule (Yu & Huang, AutoSlim, ref. [15]): the largest subnet learns from the labels; the
-    smallest and `sandwich_random` random subnets learn from the largest one's soft predictions
-    (in-place distillation, KL divergence)."""
-    loss, correct, logits = cross_entropy_step(net, x, y, ctx.largest)
-    soft = logits.detach().softmax(1)                        # (B, classes) teacher = largest subnet
-    archs = [ctx.largest, ctx.smallest] + [ctx.sample_arch() for _ in range(ctx.cfg.sandwich_random)]
-    for arch in archs[1:]:
-        kd = F.kl_div(net(x, arch).log_softmax(1), soft, reduction="batchmean")
-        kd.backward()
-    ctx.last_archs = archs
-    return dict(loss=loss, correct=correct)
-
-
-def rd_step(net, x, y, ctx):
-    """RD-NAS (Sec. 2.2): a pair from the margin subnet sampler, both CE losses, plus the ranking term of Eq. 3
-    with the zero-cost teacher's order: L = L_ce(a_i) + L_ce(a_j) + lambda(t) * w * L_rd(a_i, a_j)."""
-    cfg = ctx.cfg
-    a_i, a_j = ctx.sampler()
-    out_i, out_j = net(x, [a_i, a_j])                        # (B, classes) each, in one call (one DDP forward)
-    ce_i, ce_j = F.cross_entropy(out_i, y), F.cross_entropy(out_j, y)
-    s_i, s_j = ctx.teacher(a_i), ctx.teacher(a_j)
-    rank_i, rank_j = ce_i, ce_j
-    if cfg.rd_detach:  # authors' one-sided gradient (our reading): only the teacher-preferred subnet is pulled
-        rank_i, rank_j = (ce_i.detach(), ce_j) if s_j > s_i else (ce_i, ce_j.detach())
-    rank = margin_ranking_loss(rank_i, rank_j, s_i, s_j, cfg.margin)
-    lam = cfg.rd_weight * rd_lambda(ctx.epoch, cfg.epochs, cfg.rd_schedule)
-    (ce_i + ce_j + lam * rank).backward()
-    ctx.last_archs = [a_i, a_j]
-    return dict(loss=(ce_i.item() + ce_j.item()) / 2, correct=(out_i.argmax(1) == y).sum().item(), rank=rank.item())
-
-
-METHODS = {"spos": spos_step, "fairnas": fairnas_step, "sandwich": sandwich_step, "rd": rd_step}
-
-
-def cosine_lr(cfg, step, total_steps):
-    """Cosine annealing from --lr to --lr-min over the whole run, computed per step (nothing to checkpoint)."""
-    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * step / max(1, total_steps)))
-
-
-def make_sampler(cfg, ctx):
-    if cfg.method != "rd":
-        return None
-    distance = DISTANCES.get(cfg.sampler)                    # None for --sampler uniform
-    return MarginSubnetSampler(ctx.sample_arch, distance, resolved_mu(cfg), cfg.candidates, cfg.max_tries, ctx.rng)
-
-
-# ---- Ranking metrics (Sec. 2.1 and 3.2) ----
-
-def concordant_pair_ratio(pred, true):
-    """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
-
-    (The authors' public code compared a list with itself and always got 1.0: Table 2's 100.0 rows.)
-    """
-    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    n, concordant = len(pred), 0
-    for start in range(0, n, 2048):  # row blocks keep memory at O(2048 * n) for the 15,625-arch space
-        block = slice(start, min(n, start + 2048))
-        prod = (true[block, None] - true[None, :]) * (pred[block, None] - pred[None, :])   # (b, n)
-        upper = np.arange(block.start, block.stop)[:, None] < np.arange(n)[None, :]        # only pairs i < j
-        concordant += int(np.count_nonzero((prod > 0) & upper))
-    return concordant / (n * (n - 1) / 2)
-
-
-def precision_at_top(pred, true, fraction=0.1):
-    """P@top-k: the share of the true top-k archs found in the predicted top-k (k = fraction * n)."""
-    k = max(1, int(round(fraction * len(pred))))
-    top_pred = set(np.argsort(-np.asarray(pred, dtype=np.float64), kind="stable")[:k])
-    top_true = set(np.argsort(-np.asarray(true, dtype=np.float64), kind="stable")[:k])
-    return len(top_pred & top_true) / k
-
-
-def rank_metrics(pred, true):
-    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
-    from scipy import stats  # imported here so `import rdnas` stays light
-    pred = np.asarray(pred, dtype=np.float64)
-    finite = pred[np.isfinite(pred)]
-    low, high = (finite.min() - 1, finite.max() + 1) if len(finite) else (-1.0, 1.0)
-    pred = np.where(np.isnan(pred) | np.isneginf(pred), low, np.where(np.isposinf(pred), high, pred))  # NaN/-inf last
-    true = np.asarray(true, dtype=np.float64)
-    if len(pred) < 2 or len(pred) != len(true):
-        raise UserError(f"rank_metrics needs two equal-length lists of at least 2 scores, got {len(pred)} and {len(true)}")
-    def safe(x):
-        return float(x) if np.isfinite(x) else 0.0  # a constant prediction has no correlation, not NaN
-    with np.errstate(all="ignore"):
-        tau = safe(stats.kendalltau(pred, true).statistic)
-        r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
-        rho = safe(stats.spearmanr(pred, true).statistic)
-    return dict(tau=tau, r=r, rho=rho, cpr=concordant_pair_ratio(pred, true), p_top10=precision_at_top(pred, true))
-
-
-def format_metrics(m):
-    return "  ".join(f"{k}={100 * v:6.2f}" for k, v in m.items())
 
 
 # ---- Ground truth: NAS-Bench-201 tables ----
@@ -1375,132 +1938,6 @@ def export_benchmark(api, out_dir, hp="200"):
     return written
 
 
-# ---- Ranking evaluation (Sec. 3.2: 200 random subnets, tau / r / rho / CPR) ----
-
-def recalibrate_bn(net, arch, loader, batches):
-    """--bn recal: reset every BN's running statistics and re-estimate them on K training batches for `arch`."""
-    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None                                    # cumulative average over the K batches
-    net.train()
-    with torch.no_grad():
-        for k, (x, _) in enumerate(loader):
-            if k == batches:
-                break
-            net(x.to(next(net.parameters()).device), arch)
-    for m in bns:
-        m.momentum = 0.1
-
-
-def subnet_accuracy(net, arch, loader, bn="train", recal_loader=None, bn_batches=10):
-    """Top-1 accuracy (%) of one subnet on the held-out loader, with an explicit BN policy."""
-    if bn == "recal":
-        recalibrate_bn(net, arch, recal_loader, bn_batches)
-        net.eval()
-    else:
-        net.train()   # batch statistics, as the authors' code evaluated
-    device, correct, total = next(net.parameters()).device, 0, 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += (net(x.to(device), arch).argmax(1).cpu() == y).sum().item()
-            total += len(y)
-    return 100.0 * correct / total
-
-
-def eval_pool(ops, table=None):
-    """The archs a ranking may sample: the space, restricted to the benchmark's archs when one is given."""
-    archs = all_archs(ops)
-    if table is not None:
-        archs = [a for a in archs if arch_to_str(a) in table]
-        if len(archs) < 2:
-            raise UserError(f"the benchmark holds fewer than 2 archs of this space (ops: {', '.join(ops)})")
-    return archs
-
-
-def sample_eval_archs(ops, n, seed, table=None):
-    """--eval-archs subnets drawn with the evaluation seed only, so every run and method ranks the same ones."""
-    pool = eval_pool(ops, table)
-    if n == "all":
-        return pool
-    return random.Random(seed).sample(pool, min(eval_count(n), len(pool)))
-
-
-def eval_count(n):
-    """--eval-archs as a number of subnets: at least 2, so that there is a ranking."""
-    if not str(n).isdigit() or int(n) < 2:
-        raise UserError(f"--eval-archs takes a number >= 2 (or 'all' on NB201), got {n!r}")
-    return int(n)
-
-
-def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None):
-    """Rank `archs` by supernet accuracy; with a ground-truth table, return rank_metrics against it."""
-    accs = [subnet_accuracy(net, a, valid_loader, cfg.bn, recal_loader(), cfg.bn_batches) if recal_loader
-            else subnet_accuracy(net, a, valid_loader, cfg.bn) for a in archs]
-    record = dict(archs=[arch_to_str(a) for a in archs], supernet_acc=accs)
-    if table is not None:
-        gt = [lookup(table, a) for a in archs]
-        record.update(gt=gt, metrics=rank_metrics(accs, gt))
-    return record
-
-
-# ---- Runs: folders, logs, checkpoints ----
-
-# Config fields a resumed run may change; every other field must match the checkpoint.
-RESUME_FREE = {"resume", "out", "device", "log_every", "plot", "data", "eval_every", "eval_batch_size", "mode",
-               "runs", "ckpt"}
-
-
-def run_dir(cfg):
-    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
-    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
-    os.makedirs(out, exist_ok=True)
-    return out
-
-
-def log_json(out, record):
-    """Append one JSON line to <out>/log.jsonl and flush it (the machine-readable twin of the printed lines)."""
-    with open(os.path.join(out, "log.jsonl"), "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def save_checkpoint(path, **state):
-    """One dict {model, optimizer, config, epoch, rng, ...}, written to a temporary file and renamed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path, cfg=None):
-    """Load a checkpoint; a corrupt file or one made with a different config is a one-line UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path!r} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = ckpt["config"]
-    except Exception as e:
-        raise UserError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): {type(e).__name__}: {e}") from None
-    if cfg is not None:
-        diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in dataclasses.asdict(cfg).items()
-                if k not in RESUME_FREE and saved.get(k) != v]
-        if diff:
-            raise UserError(f"checkpoint {path} was made with a different config: {', '.join(diff)}")
-    return ckpt
-
-
-def fixed_batch(data, cfg, device, mean_std):
-    """One seeded, normalised batch of training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
-    xtr, ytr = data["train"]
-    idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.eval_seed))[: cfg.proxy_batch]
-    mean, std = mean_std
-    x = (xtr[idx].float() / 255 - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    return x.to(device), ytr[idx].to(device)
-
-
-def net_kwargs(cfg, data):
-    return dict(C=cfg.C, N=cfg.N, num_classes=data["num_classes"], in_channels=data["in_channels"],
-                resolution=data["train"][0].shape[-1])
-
 
 def ground_truth(cfg):
     """The benchmark table named by --benchmark (or the dataset's default), or None."""
@@ -1519,413 +1956,23 @@ def default_benchmark(cfg):
     return ""
 
 
-def format_eta(seconds):
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-# ---- Training loop ----
-
-def train(cfg):
-    """Train a supernet with --method, rank --eval-archs subnets every --eval-every epochs, checkpoint each epoch."""
-    out, device = run_dir(cfg), get_device(cfg.device)
-    ckpt_path = os.path.join(out, "ckpt.pt")
-    if os.path.exists(ckpt_path) and not cfg.resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    table, table_path = ground_truth(cfg)                    # fail on a bad benchmark before any work
-    seed_everything(cfg.seed)
-    data = load_dataset(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)            # data order and augmentation
-    train_loader, valid_loader = make_loaders(data, cfg, gen)
-    mean_std = (train_loader.mean.flatten(), train_loader.std.flatten())
-    kw = net_kwargs(cfg, data)
-    net = NB201Supernet(cfg.C, cfg.N, kw["num_classes"], kw["in_channels"], cfg.ops).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov)
-    ctx = StepContext(cfg, net.ops, random.Random(cfg.seed))
-    if cfg.method == "rd":
-        name, batch = parse_proxies([cfg.teacher])[0], fixed_batch(data, cfg, device, mean_std)
-        ctx.teacher = Teacher(lambda arch: score_arch(name, arch, kw, batch, cfg.eval_seed),
-                              path=os.path.join(out, f"teacher_{name}.json"))
-    ctx.sampler = make_sampler(cfg, ctx)
-    eval_archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
-    recal = (lambda: Loader(*data["train"], cfg.batch_size, *mean_std, shuffle=True,
-                            generator=torch.Generator().manual_seed(cfg.eval_seed))) if cfg.bn == "recal" else None
-    start_epoch, history = 0, []
-    if cfg.resume and os.path.exists(ckpt_path):
-        ckpt = load_checkpoint(ckpt_path, cfg)
-        net.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        start_epoch, history = ckpt["epoch"], ckpt["history"]
-        ctx.rng.setstate(ckpt["rng"]["python"])
-        gen.set_state(ckpt["rng"]["data"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if ctx.sampler is not None:
-            ctx.sampler.fallbacks = ckpt["rng"]["fallbacks"]
-        print(f"resumed {out} after epoch {start_epoch}/{cfg.epochs}")
-    else:
-        log_json(out, dict(event="config", config=dataclasses.asdict(cfg), benchmark=table_path, split=data["split"]))
-        if table is None:
-            print("no ground truth given (--benchmark): subnets are trained and ranked, but no correlation is computed")
-        else:
-            print(f"ground truth: {table_path} ({len(table)} archs)")
-    print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} "
-          f"({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, "
-          f"device {device}, run folder {out}")
-    def checkpoint(epoch):
-        save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
-                        epoch=epoch, history=history,
-                        rng=dict(python=ctx.rng.getstate(), data=gen.get_state(), torch=torch.get_rng_state(),
-                                 fallbacks=ctx.sampler.fallbacks if ctx.sampler else 0))
-
-    def eval_due(epoch):  # --epochs 0 ranks the untrained supernet: Table 2's "Random" row
-        return (cfg.eval_every and epoch > 0 and epoch % cfg.eval_every == 0) or epoch == cfg.epochs
-
-    if eval_due(start_epoch) and (not history or history[-1]["epoch"] != start_epoch):   # killed while evaluating
-        history.append(evaluate_and_log(net, eval_archs, valid_loader, cfg, recal, table, out, start_epoch))
-        checkpoint(start_epoch)
-    steps_per_epoch, train_seconds, images = len(train_loader), 0.0, 0
-    for epoch in range(start_epoch, cfg.epochs):
-        net.train()
-        ctx.epoch = epoch
-        if ctx.sampler is not None:
-            ctx.sampler.histogram = Counter()
-        sums, t_epoch = Counter(), time.time()
-        for step, (x, y) in enumerate(train_loader):
-            t_step = time.time()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lr = cosine_lr(cfg, epoch * steps_per_epoch + step, cfg.epochs * steps_per_epoch)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            stats = METHODS[cfg.method](net, x, y, ctx)
-            if cfg.grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
-            sums.update(stats, n=len(y))
-            images, train_seconds = images + len(y), train_seconds + time.time() - t_step
-            if (step + 1) % cfg.log_every == 0 or step + 1 == steps_per_epoch:
-                speed = images / train_seconds  # training only: evaluations are not counted
-                left = ((cfg.epochs - epoch) * steps_per_epoch - step - 1) * cfg.batch_size / speed
-                print(f"epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps_per_epoch} "
-                      f"loss {sums['loss'] / (step + 1):.4f} acc {100 * sums['correct'] / sums['n']:.2f}% "
-                      f"lr {lr:.5f} {speed:.0f} img/s eta {format_eta(left)}", flush=True)
-        record = dict(event="epoch", epoch=epoch + 1, loss=sums["loss"] / steps_per_epoch,
-                      acc=100 * sums["correct"] / sums["n"], lr=lr, seconds=time.time() - t_epoch)
-        if cfg.method == "rd":
-            record.update(rank_loss=sums["rank"] / steps_per_epoch, fallbacks=ctx.sampler.fallbacks,
-                          distances={str(k): v for k, v in sorted(ctx.sampler.histogram.items())},
-                          teacher_computed=ctx.teacher.computed)
-            ctx.teacher.save()
-        log_json(out, record)
-        checkpoint(epoch + 1)                                  # first, so a kill during the evaluation loses no training
-        if eval_due(epoch + 1):
-            history.append(evaluate_and_log(net, eval_archs, valid_loader, cfg, recal, table, out, epoch + 1))
-            checkpoint(epoch + 1)
-    final = history[-1] if history else None
-    atomic_write_text(os.path.join(out, "results.json"),
-                      json.dumps(dict(config=dataclasses.asdict(cfg), benchmark=table_path, final=final,
-                                      curve=[dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in history]), indent=1))
-    if cfg.plot:
-        plot_curve(out, cfg, history, table, data, mean_std, device)
-    return net, final
-
-
-def evaluate_and_log(net, archs, valid_loader, cfg, recal, table, out, epoch):
-    t = time.time()
-    record = evaluate_ranking(net, archs, valid_loader, cfg, recal, table)
-    record.update(event="eval", epoch=epoch, bn=cfg.bn, seconds=time.time() - t)
-    mean_acc = sum(record["supernet_acc"]) / len(archs)
-    summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth)"
-    print(f"eval epoch {epoch}: {len(archs)} subnets, bn={cfg.bn}, mean acc {mean_acc:.2f}%  {summary}  "
-          f"[{time.time() - t:.1f}s]", flush=True)
-    log_json(out, record)
-    return record
-
-
-# ---- ResNet48: teachers, data, distributed training and ranking ----
-
-def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=0):
-    """Teachers for the ResNet-like space (Table 1): FLOPs and params in closed form, Zen-score on a fresh net."""
-    if proxy in ("flops", "params"):
-        return resnet48_cost(arch, num_classes, base, resolution)[0 if proxy == "flops" else 1]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = ResNet48Net(arch, num_classes, base)
-    inputs, targets = batch
-    score = PROXIES[proxy](net.to(inputs.device), inputs, targets)
-    return score if math.isfinite(score) or score == -math.inf else -math.inf
-
-
-def resnet48_datasets(cfg):
-    """(train, valid, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
-    if cfg.dataset == "synthetic":
-        xtr, ytr, xva, yva = make_synthetic(n_train=cfg.train_subset or 2048, n_valid=cfg.valid_subset or 512,
-                                            side=cfg.resolution)
-        norm = lambda x: (x.float() / 255 - 0.5) / 0.25
-        return (torch.utils.data.TensorDataset(norm(xtr), ytr), torch.utils.data.TensorDataset(norm(xva), yva), 10)
-    if cfg.dataset != "imagenet":
-        raise UserError(f"--space resnet48 trains on --dataset imagenet or synthetic, not {cfg.dataset}")
-    import torchvision  # only the ImageNet path needs it
-    from torchvision import transforms as T
-    for split in ("train", "val"):
-        if not os.path.isdir(os.path.join(cfg.data, split)):
-            raise UserError(f"ImageNet not found: {os.path.join(cfg.data, split)!r} is missing; --data must hold "
-                            f"train/ and val/ in torchvision's ImageFolder layout (one folder per class)")
-    norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    train = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
-        [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
-    valid = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
-        [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
-    if cfg.train_subset:
-        train = torch.utils.data.Subset(train, range(cfg.train_subset))
-    if cfg.valid_subset:  # a fixed, class-balanced-in-expectation subset of val for ranking
-        idx = torch.randperm(len(valid), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
-        valid = torch.utils.data.Subset(valid, idx.tolist())
-    return train, valid, len(train.dataset.classes if hasattr(train, "dataset") else train.classes)
-
-
-def init_distributed(cfg):
-    """(rank, world_size, device). Under torchrun: one process per device, NCCL on GPU, gloo on CPU."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1, get_device(cfg.device)
-    import torch.distributed as dist
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = get_device(cfg.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        # at the end rank 0 ranks the subnets alone while the others wait at a barrier: allow it hours, not minutes
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def resnet48_loaders(cfg, train, valid, rank, world, epoch_seed):
-    from torch.utils.data import DataLoader, DistributedSampler
-    per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
-    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
-    g = torch.Generator().manual_seed(epoch_seed)
-    train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
-                              num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
-    valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
-    return train_loader, valid_loader, sampler
-
-
-def resnet48_recal_loader(cfg, train):
-    from torch.utils.data import DataLoader
-    return DataLoader(train, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
-                      generator=torch.Generator().manual_seed(cfg.eval_seed))
-
-
-def rank_resnet48(net, archs, valid_loader, recal, cfg, table=None, every=0):
-    """Supernet accuracy of each arch, BN recalibrated per subnet (--bn recal), with progress lines."""
-    accs, t = [], time.time()
-    for k, arch in enumerate(archs):
-        accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal(), cfg.bn_batches))
-        if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
-            print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
-    record = dict(archs=[encode_resnet48_code(a) for a in archs], supernet_acc=accs)
-    if table is not None:
-        gt = []
-        for code in record["archs"]:
-            if code not in table:
-                raise UserError(f"the benchmark has no entry for code {code} ({len(table)} codes in it)")
-            gt.append(table[code])
-        record.update(gt=gt, metrics=rank_metrics(accs, gt))
-    return record
-
-
-def load_resnet48_table(path):
-    """A ResNet48 ground truth `arch,accuracy` (arch = 52-digit code) -> {code: accuracy}."""
-    if not path or path == "none":
-        return None
-    if not os.path.isfile(path):
-        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
-    table = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not {"arch", "accuracy"} <= set(reader.fieldnames or []):
-            raise UserError(f"{path}: expected columns arch,accuracy (arch = 52-digit ResNet48 code)")
-        for line, row in enumerate(reader, start=2):
-            try:
-                table[encode_resnet48_code(decode_resnet48_code(row["arch"]))] = float(row["accuracy"])
-            except ValueError as e:
-                raise UserError(f"{path}:{line}: {e}") from None
-    return table
-
-
-def build_resnet48(cfg, num_classes, device):
-    base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
-    return ResNet48Supernet(num_classes, base).to(device), base
-
-
-def train_resnet48(cfg):
-    """Two stages as in Sec. 3.1: SPOS pre-training (--pretrain-epochs, or --init), then --epochs of --method.
-
-    Under torchrun every rank runs this: DDP averages gradients, every rank draws the same subnets (one
-    seeded rng), only rank 0 logs and writes the checkpoint, and a resumed run needs the same world size.
-    """
-    rank, world, device = init_distributed(cfg)
-    main_rank = rank == 0
-    out = run_dir(cfg)                                       # the same folder on every rank; only rank 0 writes
-    ckpt_path = os.path.join(out, "ckpt.pt")
-    if os.path.exists(ckpt_path) and not cfg.resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    seed_everything(cfg.seed)                                # identical initial weights on every rank
-    train_set, valid_set, num_classes = resnet48_datasets(cfg)
-    net, base = build_resnet48(cfg, num_classes, device)
-    if cfg.init:
-        try:
-            net.load_state_dict(load_checkpoint(cfg.init)["model"])
-        except RuntimeError:
-            raise UserError(f"--init {cfg.init}: its supernet has other shapes than this one (check --base-width "
-                            f"and the dataset's classes)") from None
-    model = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-        # a subnet leaves the deeper blocks unused, hence find_unused_parameters
-        model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                          nesterov=cfg.nesterov)
-    ctx = StepContext(cfg, (), random.Random(cfg.seed), sampler_fn=sample_resnet48,
-                      largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
-                      smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
-    if cfg.method == "fairnas":
-        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
-    if cfg.method == "rd":
-        name = parse_proxies([cfg.teacher])[0]
-        xb, yb = next(iter(torch.utils.data.DataLoader(train_set, cfg.proxy_batch)))   # never the ranking images
-        ctx.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
-                                                       (xb.to(device), yb.to(device)), cfg.eval_seed),
-                              key=encode_resnet48_code, path=os.path.join(out, f"teacher_{name}.json") if main_rank else None)
-        distance = {"hamming": resnet48_hamming}.get(cfg.sampler)
-        if cfg.sampler == "group":
-            raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
-        mu = cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU
-        ctx.sampler = MarginSubnetSampler(ctx.sample_arch, distance, mu, cfg.candidates, cfg.max_tries, ctx.rng)
-    stages = ([("pretrain", cfg.pretrain_epochs, cfg.pretrain_lr, "spos")] if not cfg.init else []) + \
-             [("train", cfg.epochs, cfg.lr, cfg.method)]
-    total_epochs = sum(s[1] for s in stages)
-    start = 0
-    if cfg.resume and os.path.exists(ckpt_path):
-        ckpt = load_checkpoint(ckpt_path, cfg)
-        if ckpt["world_size"] != world:
-            raise UserError(f"{ckpt_path} was written by {ckpt['world_size']} processes; resume it with the same "
-                            f"--nproc_per_node (now {world})")
-        net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
-        start = ckpt["epoch"]
-        ctx.rng.setstate(ckpt["rng"]["python"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if main_rank:
-            print(f"resumed {out} after epoch {start}/{total_epochs}")
-    elif main_rank:
-        log_json(out, dict(event="config", config=dataclasses.asdict(cfg), world_size=world))
-    table = load_resnet48_table(cfg.benchmark)
-    eval_rng = random.Random(cfg.eval_seed)
-    eval_archs = [sample_resnet48(eval_rng) for _ in range(eval_count(cfg.eval_archs))]
-    epoch = 0
-    for stage, epochs, lr0, method in stages:
-        ctx.cfg = scfg = dataclasses.replace(cfg, lr=lr0, epochs=epochs, method=method)  # this stage's schedule
-        for e in range(epochs):
-            epoch += 1
-            if epoch <= start:
-                continue
-            train_loader, valid_loader, sampler = resnet48_loaders(cfg, train_set, valid_set, rank, world, cfg.seed + epoch)
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            model.train()
-            ctx.epoch, steps, sums, t0 = e, len(train_loader), Counter(), time.time()
-            for step, (x, y) in enumerate(train_loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(scfg, e * steps + step, epochs * steps)
-                opt.zero_grad(set_to_none=True)
-                stats = METHODS[method](model, x, y, ctx)
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                opt.step()
-                sums.update(stats, n=len(y))
-                if main_rank and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
-                    speed = sums["n"] * world / (time.time() - t0)
-                    print(f"{stage} epoch {e + 1}/{epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
-                          f"acc {100 * sums['correct'] / sums['n']:.2f}% {speed:.0f} img/s", flush=True)
-            if main_rank:
-                log_json(out, dict(event="epoch", stage=stage, epoch=epoch, loss=sums["loss"] / max(1, steps)))
-                if ctx.teacher is not None:
-                    ctx.teacher.save()
-                save_checkpoint(ckpt_path, model=net.state_dict(), optimizer=opt.state_dict(), config=dataclasses.asdict(cfg),
-                                epoch=epoch, world_size=world,
-                                rng=dict(python=ctx.rng.getstate(), torch=torch.get_rng_state()))
-    # every rank reports a checksum of its weights: DDP keeps them identical
-    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64,
-                            device=device)                                   # NCCL gathers GPU tensors only
-    sums_all = [checksum.clone() for _ in range(world)]
-    if world > 1:
-        import torch.distributed as dist
-        dist.all_gather(sums_all, checksum)
-    result = None
-    if main_rank:
-        recal = lambda: resnet48_recal_loader(cfg, train_set)
-        _, valid_loader, _ = resnet48_loaders(cfg, train_set, valid_set, 0, 1, cfg.seed)
-        record = rank_resnet48(net, eval_archs, valid_loader, recal, cfg, table)
-        summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth: none is public)"
-        print(f"eval: {len(eval_archs)} subnets, bn={cfg.bn}, mean acc {np.mean(record['supernet_acc']):.2f}%  {summary}")
-        result = dict(config=dataclasses.asdict(cfg), world_size=world, final=record,
-                      rank_weight_checksums=[float(c) for c in sums_all])
-        atomic_write_text(os.path.join(out, "results.json"), json.dumps(result, indent=1))
-    if world > 1:
-        import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-    return result
-
-
-def rank_main(cfg):
-    """--mode rank: score every code of --archs (competition JSON) with the supernet; write the submission."""
-    if not os.path.isfile(cfg.archs):
-        raise UserError(f"--archs {cfg.archs!r} not found; expected the competition JSON "
-                        f'{{"arch1": {{"acc": 0.0, "arch": "1..."}}, ...}}')
+def export_main(cfg):
+    """--mode export-benchmark --data OFFICIAL_FILE --out DIR: official NATS-Bench/NB201 file -> our CSVs."""
+    if not os.path.exists(cfg.data):
+        raise UserError(f"official benchmark file {cfg.data!r} not found (e.g. NATS-tss-v1_0-3ffb9-simple or "
+                        f"NAS-Bench-201-v1_1-096897.pth); pass it with --data")
     try:
-        with open(cfg.archs) as f:
-            entries = json.load(f)
-        codes = [(k, v["arch"]) for k, v in entries.items()]
-    except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
-        raise UserError(f"{cfg.archs} is not a competition JSON ({type(e).__name__}: {e})") from None
-    archs = []
-    for key, code in codes:
+        from nats_bench import create
+        api = create(cfg.data, "tss", fast_mode=True, verbose=False)
+    except ImportError:
         try:
-            archs.append(decode_resnet48_code(code))
-        except ValueError as e:
-            raise UserError(f"{cfg.archs}, {key}: {e}") from None
-    out, device = run_dir(cfg), get_device(cfg.device)
-    ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
-    mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
-                                                                      "train_subset", "valid_subset")})
-    train_set, valid_set, num_classes = resnet48_datasets(mcfg)
-    net, _ = build_resnet48(mcfg, num_classes, device)
-    net.load_state_dict(ckpt["model"])
-    _, valid_loader, _ = resnet48_loaders(mcfg, train_set, valid_set, 0, 1, cfg.seed)
-    recal = lambda: resnet48_recal_loader(mcfg, train_set)
-    print(f"ranking {len(archs)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
-    record = rank_resnet48(net, archs, valid_loader, recal, cfg, load_resnet48_table(cfg.benchmark),
-                           every=max(1, len(archs) // 20))
-    for (key, _), acc in zip(codes, record["supernet_acc"]):
-        entries[key]["acc"] = acc
-    path = os.path.join(out, "submission.json")
-    atomic_write_text(path, json.dumps(entries))
-    if "metrics" in record:
-        print(f"ranking against {cfg.benchmark}: {format_metrics(record['metrics'])}")
-    print(f"wrote {path}")
-    return path
-
-
-def resnet48_main(cfg):
-    if cfg.mode == "train":
-        return train_resnet48(cfg)
-    if cfg.mode == "rank":
-        return rank_main(cfg)
-    raise UserError(f"--space resnet48 supports --mode train and rank, not {cfg.mode}")
+            from nas_201_api import NASBench201API
+            api = NASBench201API(cfg.data, verbose=False)
+        except ImportError:
+            raise UserError("--mode export-benchmark needs the official API: pip install nats_bench "
+                            "(or nas-bench-201)") from None
+    for path in export_benchmark(api, run_dir(cfg)):
+        print(f"wrote {path}")
 
 
 # ---- Zero-cost proxies against the benchmark (Table 2, top rows) ----
@@ -1940,7 +1987,7 @@ def proxy_table(cfg):
     if needs_data:
         data = load_dataset(cfg)
         train_loader, _ = make_loaders(data, cfg, torch.Generator().manual_seed(cfg.seed))
-        batch = fixed_batch(data, cfg, device, (train_loader.mean.flatten(), train_loader.std.flatten()))
+        batch = fixed_batch(data, cfg, device, train_loader)
         kw = net_kwargs(cfg, data)
     else:  # data-free proxies need only the input shape of the dataset
         shape = {"fashion-mnist": (1, 28), "imagenet16-120": (3, 16)}.get(cfg.dataset, (3, 32))
@@ -1997,13 +2044,13 @@ def plot_fig1(curves, proxy_taus, path, title):
     return path
 
 
-def plot_curve(out, cfg, history, table, data, mean_std, device):
+def plot_curve(out, cfg, history, table, data, loader, device):
     """--plot after training: this run's tau per evaluation, with each --proxies' tau on the same archs."""
     if table is None or not history:
         raise UserError("--plot needs a ground truth (--benchmark) and at least one evaluation")
     archs = [str_to_arch(a) for a in history[-1]["archs"]]
     gt = [lookup(table, a) for a in archs]
-    kw, batch = net_kwargs(cfg, data), fixed_batch(data, cfg, device, mean_std)
+    kw, batch = net_kwargs(cfg, data), fixed_batch(data, cfg, device, loader)
     proxy_taus = {name: rank_metrics([score_arch(name, a, kw, batch, cfg.eval_seed) for a in archs], gt)["tau"]
                   for name in parse_proxies(cfg.proxies)}
     label = cfg.method.upper() + (f" + {cfg.sampler}" if cfg.method == "rd" else "")
@@ -2109,6 +2156,11 @@ def table3_optimum(tables):
     return {f"{ds}/{split}": max(tables[(ds, split)].values()) for ds, split in TABLE3_COLUMNS if (ds, split) in tables}
 
 
+# Config fields that define a trained supernet and its data (taken from the checkpoint for --mode search).
+MODEL_FIELDS = ("space", "ops", "C", "N", "dataset", "data", "resolution", "train_subset", "valid_subset", "method",
+                "sampler", "teacher", "batch_size")
+
+
 def run_search(cfg):
     """--mode search: find the best arch by the supernet (from --ckpt) or by a proxy (--search-by), then report it."""
     out, device = run_dir(cfg), get_device(cfg.device)
@@ -2121,13 +2173,12 @@ def run_search(cfg):
     seed_everything(cfg.seed)
     data = load_dataset(model_cfg)
     train_loader, valid_loader = make_loaders(data, model_cfg, torch.Generator().manual_seed(cfg.seed))
-    mean_std = (train_loader.mean.flatten(), train_loader.std.flatten())
     ops = OP_SETS[model_cfg.ops]
     if cfg.search_by == "supernet":
         kw = net_kwargs(model_cfg, data)
         net = NB201Supernet(model_cfg.C, model_cfg.N, kw["num_classes"], kw["in_channels"], ops).to(device)
         net.load_state_dict(ckpt["model"])
-        recal = (lambda: Loader(*data["train"], model_cfg.batch_size, *mean_std, shuffle=True,
+        recal = (lambda: Loader(*data["train"], model_cfg.batch_size, train_loader.mean, train_loader.std, shuffle=True,
                                 generator=torch.Generator().manual_seed(cfg.eval_seed)))
         def score(arch):
             return subnet_accuracy(net, arch, valid_loader, cfg.bn, recal() if cfg.bn == "recal" else None, cfg.bn_batches)
@@ -2135,7 +2186,7 @@ def run_search(cfg):
         if cfg.search_by not in PROXIES:
             raise UserError(f"--search-by {cfg.search_by}: use supernet or a proxy ({', '.join(PROXIES)})")
         name = cfg.search_by
-        kw, batch = net_kwargs(model_cfg, data), fixed_batch(data, model_cfg, device, mean_std)
+        kw, batch = net_kwargs(model_cfg, data), fixed_batch(data, model_cfg, device, train_loader)
         def score(arch):
             return score_arch(name, arch, kw, batch, cfg.eval_seed)
     seen = []
@@ -2181,7 +2232,6 @@ def format_table3(groups):
 def summarize(cfg):
     """--mode summarize: mean +- std of tau, r, rho, CPR per method over the run folders of --runs (a glob),
     and Table 3 rows of their searches."""
-    import glob
     folders = sorted(glob.glob(cfg.runs)) if cfg.runs else []
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
@@ -2250,11 +2300,6 @@ def summarize(cfg):
     return summary
 
 
-# Config fields that define a trained supernet and its data (taken from the checkpoint for --mode search).
-MODEL_FIELDS = ("space", "ops", "C", "N", "dataset", "data", "resolution", "train_subset", "valid_subset", "method",
-                "sampler", "teacher", "batch_size")
-
-
 # ---- Ground truth from scratch: stand-alone training (--mode standalone / build-gt) ----
 
 def train_standalone(arch, data, cfg, seed, device):
@@ -2282,6 +2327,14 @@ def train_standalone(arch, data, cfg, seed, device):
             correct += (net(x.to(device)).argmax(1).cpu() == y).sum().item()
             total_n += len(y)
     return 100.0 * correct / total_n
+
+
+def standalone_main(cfg):
+    """--mode standalone --arch ARCH: train one arch from scratch and print its held-out accuracy."""
+    arch, device = str_to_arch(cfg.arch), get_device(cfg.device)
+    acc = train_standalone(arch, load_dataset(cfg), cfg, cfg.seed, device)
+    print(f"{arch_to_str(arch)}: held-out accuracy {acc:.2f}% after {cfg.epochs} epochs (seed {cfg.seed})")
+    return acc
 
 
 def build_ground_truth(cfg):
@@ -2345,6 +2398,7 @@ def build_ground_truth(cfg):
     return os.path.join(out, "gt.csv")
 
 
+
 # ---- Benchmarks: speed and memory as ratios measured in one run (--mode bench) ----
 
 def median_time(fn, repeats):
@@ -2358,7 +2412,6 @@ def median_time(fn, repeats):
 
 def bench(cfg):
     """--mode bench: the performance figures of the README, each as a ratio of two timings taken in one run."""
-    import tracemalloc
     device = get_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -2397,15 +2450,14 @@ def bench(cfg):
         ratios48.append(median_time(lambda: step48(r48, opts[0], arch), 3) / median_time(lambda: step48(standalone, opts[1]), 3))
     results["resnet48_subnet_vs_standalone_step"] = float(np.median(ratios48))
     # 2. RD + Group step vs SPOS step on the same batch (teacher = FLOPs, cached)
-    bcfg = dataclasses.replace(cfg, method="rd", sampler="group", epochs=10)
-    ctx = StepContext(bcfg, OPS, random.Random(0))
-    ctx.teacher = Teacher(lambda arch: arch_cost(arch, C, N)[0])
-    ctx.sampler = make_sampler(bcfg, ctx)
+    step_rng = random.Random(0)
+    teacher = Teacher(lambda arch: arch_cost(arch, C, N)[0])
+    sampler = MarginSubnetSampler(sample_nb201, group_distance, 6.7, cfg.candidates, cfg.max_tries, step_rng)
     for arch in all_archs(OPS):
-        ctx.teacher(arch)                                            # warm the cache: no proxy in the timed steps
-    ctx.epoch = 5
-    spos = lambda: (supernet.zero_grad(set_to_none=True), spos_step(supernet, x, y, ctx))
-    rd = lambda: (supernet.zero_grad(set_to_none=True), rd_step(supernet, x, y, ctx))
+        teacher(arch)                                                # warm the cache: no proxy in the timed steps
+    lam = rd_lambda(5, 10)                                           # mid-run weight of the ranking term
+    spos = lambda: (supernet.zero_grad(set_to_none=True), spos_step(supernet, x, y, lambda: sample_nb201(step_rng)))
+    rd = lambda: (supernet.zero_grad(set_to_none=True), rd_step(supernet, x, y, sampler, teacher, lam))
     spos(), rd()
     # each step draws its own subnets (their costs differ up to ~3x), so compare mean step times over many
     # interleaved steps, not a median of noisy ratios
@@ -2473,57 +2525,6 @@ def bench(cfg):
     return results
 
 
-# ---- Command line ----
-
-def main(argv=None):
-    cfg = parse_args(argv)
-    try:
-        if cfg.space == "resnet48":
-            return resnet48_main(cfg)
-        if cfg.mode == "train":
-            return train(cfg)
-        if cfg.mode == "proxies":
-            return proxy_table(cfg)
-        if cfg.mode == "search":
-            return run_search(cfg)
-        if cfg.mode == "summarize":
-            return summarize(cfg)
-        if cfg.mode == "bench":
-            return bench(cfg)
-        if cfg.mode == "build-gt":
-            return build_ground_truth(cfg)
-        if cfg.mode == "standalone":
-            arch, device = str_to_arch(cfg.arch), get_device(cfg.device)
-            acc = train_standalone(arch, load_dataset(cfg), cfg, cfg.seed, device)
-            print(f"{arch_to_str(arch)}: held-out accuracy {acc:.2f}% after {cfg.epochs} epochs (seed {cfg.seed})")
-            return acc
-        if cfg.mode == "export-benchmark":
-            return export_main(cfg)
-        raise UserError(f"--mode {cfg.mode} is for --space resnet48")
-    except UserError as e:
-        sys.exit(f"rdnas: error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("rdnas: interrupted; finished epochs (and ground-truth runs) are kept in the run folder: "
-                 "the same command with --resume continues")
-
-
-def export_main(cfg):
-    """--mode export-benchmark --data OFFICIAL_FILE --out DIR: official NATS-Bench/NB201 file -> our CSVs."""
-    if not os.path.exists(cfg.data):
-        raise UserError(f"official benchmark file {cfg.data!r} not found (e.g. NATS-tss-v1_0-3ffb9-simple or "
-                        f"NAS-Bench-201-v1_1-096897.pth); pass it with --data")
-    try:
-        from nats_bench import create
-        api = create(cfg.data, "tss", fast_mode=True, verbose=False)
-    except ImportError:
-        try:
-            from nas_201_api import NASBench201API
-            api = NASBench201API(cfg.data, verbose=False)
-        except ImportError:
-            raise UserError("--mode export-benchmark needs the official API: pip install nats_bench "
-                            "(or nas-bench-201)") from None
-    for path in export_benchmark(api, run_dir(cfg)):
-        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

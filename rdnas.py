@@ -101,7 +101,7 @@ class Config:
     margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
     rd_weight: float = arg(1.0, "weight of the ranking term")
     rd_schedule: str = arg("sin", "sin: 2 sin(pi*0.8*t/T) (authors' warm-up) | constant")
-    rd_detach: bool = arg(False, "ranking gradient only through the teacher-preferred subnet (authors' one-sided variant)")
+    rd_detach: bool = arg(False, "the authors' one-sided rank loss: gradient only through the second subnet of each pair")
     sandwich_random: int = arg(2, "random subnets per Sandwich step besides the largest and smallest")
     # evaluation (Sec. 3.2: 200 random subnets)
     eval_archs: str = arg("200", "number of subnets to rank, or 'all' (NB201)")
@@ -150,7 +150,7 @@ CHOICES = {"space": ("nb201", "resnet48"), "mode": MODES, "ops": ("nb201", "no-n
            "search": ("evolution", "random")}
 POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
                    "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
-NON_NEGATIVE_FIELDS = ("resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
+NON_NEGATIVE_FIELDS = ("seed", "eval_seed", "resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
                        "pretrain_epochs", "workers")
 
 # Presets: one literal dict per space and setting; explicit flags override them.
@@ -329,9 +329,11 @@ class ResNetBasicBlock(nn.Module):
         self.conv_a = ReLUConvBN(C_in, C_out, 3, stride=2)
         self.conv_b = ReLUConvBN(C_out, C_out, 3)
         self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
+        self.residual = True                                  # Zen-score switches the shortcut off (see zen)
 
     def forward(self, x):
-        return self.downsample(x) + self.conv_b(self.conv_a(x))
+        out = self.conv_b(self.conv_a(x))
+        return self.downsample(x) + out if self.residual else out
 
 
 def cell_forward(x, edge_ops):
@@ -565,15 +567,26 @@ def conv_linear_weights(net):
     return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def count_cost(net, input_shape):
-    """(MFLOPs, Mparams): multiply-adds of conv and linear layers for one image, NB201's convention."""
+def count_cost(net, input_shape, convention="nb201"):
+    """(MFLOPs, Mparams): multiply-adds of conv and linear layers for one image, NB201's convention.
+
+    convention="mmcv" also counts what mmcv's counter (the authors' FLOPs teacher) counts: one per input element
+    of a pooling layer, per output element of a ReLU, one (two if affine) per element of a BN.
+    """
     macs = []
     def hook(m, inp, out):
         if isinstance(m, nn.Conv2d):
             macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
-        else:
+        elif isinstance(m, nn.Linear):
             macs.append(m.in_features * m.out_features)
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        elif isinstance(m, nn.AvgPool2d):
+            macs.append(inp[0][0].numel())
+        elif isinstance(m, nn.ReLU):
+            macs.append(out[0].numel())
+        else:                                                # BatchNorm2d
+            macs.append(out[0].numel() * (2 if m.affine else 1))
+    counted = (nn.Conv2d, nn.Linear) + ((nn.AvgPool2d, nn.ReLU, nn.BatchNorm2d) if convention == "mmcv" else ())
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, counted)]
     was_training = net.training
     net.eval()
     try:
@@ -590,6 +603,11 @@ def count_cost(net, input_shape):
 def flops(net, inputs, targets):
     """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds."""
     return count_cost(net, inputs.shape[1:])[0]
+
+
+def flops_mmcv(net, inputs, targets):
+    """FLOPs as the authors' teacher counted them (mmcv): pooling, ReLU and BN too, so avg_pool ranks above skip."""
+    return count_cost(net, inputs.shape[1:], "mmcv")[0]
 
 
 def params(net, inputs, targets):
@@ -647,8 +665,12 @@ def zen(net, inputs, targets, gamma=1e-2):
     """Zen-score (Lin et al., ICCV 2021, ref. [3]) (data-free):
     log E ||f(x) - f(x + gamma*eps)||_1 + sum over BN of log sqrt(mean sigma^2), with w ~ N(0, 1), BN in train mode.
 
-    f is the pre-pooling feature map; sigma^2 is each BN layer's running variance after the forward of x,
-    with momentum 1 so that it is exactly that batch's variance, the scale BN divided out.
+    As in every reference (ZenNAS scores models built with no_reslink; the authors' Track 1 model comments
+    the shortcut add out), the score is taken on the network with its residual shortcuts removed: each block
+    with a `residual` switch is run without it. f is the pre-pooling feature map (`net.features`); sigma^2 is
+    each BN layer's variance over the batch of x (running variance at momentum 1). A BN that saw only zeros
+    (a conv fed by `none` edges alone) has variance 0 and is left out of the sum, so only an arch with no path
+    to the output (f(x) = f(x'), delta = 0) scores -inf.
     """
     net = copy.deepcopy(net).train()
     g = torch.Generator(device=inputs.device).manual_seed(0)
@@ -659,12 +681,16 @@ def zen(net, inputs, targets, gamma=1e-2):
                 m.weight.normal_(generator=g)
                 if m.bias is not None:
                     m.bias.zero_()
+            if hasattr(m, "residual"):
+                m.residual = False
         for m in bns:
+            m.reset_running_stats()
             m.momentum = 1.0
         x = torch.randn(inputs.shape, generator=g, device=inputs.device)
         x2 = x + gamma * torch.randn(inputs.shape, generator=g, device=inputs.device)
         f1 = net.features(x)                                     # (B, C', H', W')
-        log_bn = sum(torch.log(m.running_var.mean().sqrt()) for m in bns)
+        variances = [m.running_var.mean() for m in bns if m.num_batches_tracked > 0]   # BNs that ran
+        log_bn = sum(torch.log(v.sqrt()) for v in variances if v > 0)
         f2 = net.features(x2)
         delta = (f1 - f2).abs().sum((1, 2, 3)).mean()
         score = float(torch.log(delta) + log_bn)
@@ -692,8 +718,9 @@ def naswot(net, inputs, targets):
     return float(logdet) if sign > 0 else -math.inf
 
 
-PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen, "naswot": naswot}
-DATA_FREE = ("flops", "params", "synflow", "zen")
+PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen, "naswot": naswot,
+           "flops_mmcv": flops_mmcv}
+DATA_FREE = ("flops", "params", "synflow", "zen", "flops_mmcv")
 
 
 def parse_proxies(names):
@@ -707,27 +734,27 @@ def parse_proxies(names):
 _COST_TABLES = {}
 
 
-def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32):
+def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32, convention="nb201"):
     """Per-op cost tables for NB201 archs: an arch's FLOPs/params = base + sum over its 6 edges of cost(op).
 
     Every edge of a cell sees the same shape, so the cost of an op does not depend on its edge; the table
     comes from counting 6 real networks once (all-`none`, then all-op for each op).
     """
-    key = (C, N, num_classes, in_channels, resolution)
+    key = (C, N, num_classes, in_channels, resolution, convention)
     if key not in _COST_TABLES:
         shape = (in_channels, resolution, resolution)
-        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape)
+        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape, convention)
         per_op = {}
         for op in OPS:
-            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape)
+            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape, convention)
             per_op[op] = tuple((f - b) / 6 for f, b in zip(full, base))
         _COST_TABLES[key] = (base, per_op)
     return _COST_TABLES[key]
 
 
-def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32):
+def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32, convention="nb201"):
     """(MFLOPs, Mparams) of an NB201 arch from the per-op tables, without building its network."""
-    base, per_op = cost_table(C, N, num_classes, in_channels, resolution)
+    base, per_op = cost_table(C, N, num_classes, in_channels, resolution, convention)
     return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
 
 
@@ -759,8 +786,8 @@ class Teacher:
 
 def score_arch(proxy, arch, net_kwargs, batch, seed=0):
     """One proxy score of one NB201 arch (larger = better); -inf for degenerate nets, never NaN."""
-    if proxy in ("flops", "params"):
-        return arch_cost(arch, **net_kwargs)[0 if proxy == "flops" else 1]
+    if proxy in ("flops", "params", "flops_mmcv"):
+        return arch_cost(arch, **net_kwargs, convention="mmcv" if proxy == "flops_mmcv" else "nb201")[proxy == "params"]
     inputs, targets = batch
     res = net_kwargs.get("resolution", inputs.shape[-1])
     kw = {k: v for k, v in net_kwargs.items() if k != "resolution"}
@@ -863,6 +890,17 @@ def margin_ranking_loss(ce_i, ce_j, score_i, score_j, margin=0.0):
     return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
 
 
+def one_sided_ranking_loss(ce_1, ce_2, score_1, score_2, margin=0.0):
+    """--rd-detach, the authors' pairwise rank loss: Eq. 3 with the first subnet's CE detached, so the gradient
+    always flows through the second subnet, and a teacher tie counts as the first subnet preferred.
+
+    s_1 < s_2: max[0, m + L_ce(a_2) - L_ce(a_1)] pulls a_2's CE down to a_1's;
+    otherwise: max[0, m + L_ce(a_1) - L_ce(a_2)] pushes a_2's CE up to a_1's.
+    """
+    y = 1.0 if score_2 > score_1 else -1.0                   # +1: a_2 preferred; a tie goes to a_1 (their if/else)
+    return torch.clamp_min(margin - y * (ce_1.detach() - ce_2), 0.0)
+
+
 def rd_lambda(epoch, epochs, schedule="sin"):
     """Weight of the ranking term: the authors' warm-up 2 sin(pi * 0.8 * t / T) (starts at 0), or constant 1."""
     return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
@@ -925,10 +963,10 @@ def rd_step(net, x, y, sampler, teacher, lam, margin=0.0, detach=False):
     out_i, out_j = net(x, [a_i, a_j])                        # (B, classes) each, in one call (one DDP forward)
     ce_i, ce_j = F.cross_entropy(out_i, y), F.cross_entropy(out_j, y)
     s_i, s_j = teacher(a_i), teacher(a_j)
-    rank_i, rank_j = ce_i, ce_j
-    if detach:  # authors' one-sided gradient (our reading): only the teacher-preferred subnet is pulled
-        rank_i, rank_j = (ce_i.detach(), ce_j) if s_j > s_i else (ce_i, ce_j.detach())
-    rank = margin_ranking_loss(rank_i, rank_j, s_i, s_j, margin)
+    if detach:                                               # the authors' one-sided variant
+        rank = one_sided_ranking_loss(ce_i, ce_j, s_i, s_j, margin)
+    else:
+        rank = margin_ranking_loss(ce_i, ce_j, s_i, s_j, margin)
     (ce_i + ce_j + lam * rank).backward()
     stats = dict(loss=(ce_i.item() + ce_j.item()) / 2, correct=(out_i.argmax(1) == y).sum().item(), rank=rank.item())
     return stats, [a_i, a_j]
@@ -973,7 +1011,9 @@ def cosine_lr(cfg, step, total_steps):
 def concordant_pair_ratio(pred, true):
     """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
 
-    (The authors' public code compared a list with itself and always got 1.0: Table 2's 100.0 rows.)
+    (The authors' public function counts the i with true_i * pred_i > 0 and divides by n, meant for lists of
+    pairwise differences; their NB201 evaluator called it on raw accuracies, all positive, and so got 1.0: that
+    is why Table 2's one-shot rows read 100.0, and its proxy rows k/200.)
     """
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     n, concordant = len(pred), 0
@@ -1457,11 +1497,14 @@ class ResNet48Block(nn.Module):
         self.conv2, self.bn2 = conv(C_mid, C_out, 3, 1, 1, bias=False), bn(C_out)
         projection = (stride != 1 or C_in != C_out) if projection is None else projection
         self.shortcut = nn.Sequential(conv(C_in, C_out, 1, stride, bias=False), bn(C_out)) if projection else None
+        self.residual = True                                  # Zen-score switches the shortcut off (see zen)
 
     def forward(self, x, mid=None, out=None):
         slim = isinstance(self.conv1, SlimConv2d)
         h = self.relu1(self.bn1(self.conv1(x, mid) if slim else self.conv1(x)))
         h = self.bn2(self.conv2(h, out) if slim else self.conv2(h))
+        if not self.residual:
+            return self.relu2(h)
         needs_projection = self.stride != 1 or x.shape[1] != h.shape[1]
         if needs_projection:
             sc = self.shortcut[1](self.shortcut[0](x, out) if slim else self.shortcut[0](x))
@@ -1638,11 +1681,17 @@ def init_distributed(cfg):
     return dist.get_rank(), dist.get_world_size(), device
 
 
-def resnet48_loaders(cfg, train, valid, rank, world, epoch_seed):
+def epoch_seed(seed, epoch):
+    """The data-order seed of one epoch: its own stream per (run seed, epoch), so that no two pairs share one
+    (seed + epoch would give run seed s+1 at epoch k the order of run seed s at epoch k+1)."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)   # < 2^63
+
+
+def resnet48_loaders(cfg, train, valid, rank, world, seed):
     """Training loader of one epoch (this rank's share under torchrun) and the held-out loader."""
     per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
-    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=cfg.seed, drop_last=True) if world > 1 else None
-    g = torch.Generator().manual_seed(epoch_seed)
+    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
+    g = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
                               num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
     valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
@@ -1706,11 +1755,8 @@ def train_resnet48(cfg):
                           nesterov=cfg.nesterov)
     if cfg.method == "fairnas":
         raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
-    def batches(epoch):
-        loader, _, sampler = resnet48_loaders(cfg, train_set, valid_set, rank, world, cfg.seed + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        return loader
+    def batches(epoch):                                      # a fresh loader per epoch, seeded by (seed, epoch)
+        return resnet48_loaders(cfg, train_set, valid_set, rank, world, epoch_seed(cfg.seed, epoch))[0]
     space = Space(model, batches, lambda: sample_resnet48(run.rng),
                   largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
                   smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))

@@ -352,6 +352,43 @@ def test_naswot_is_minus_inf_for_identical_inputs(small_batch):
     assert rdnas.naswot(net, same, y) == -math.inf
 
 
+def shortcut_calls(net):
+    """Count the forward calls of every residual shortcut of `net` (hooks travel with a deepcopy)."""
+    calls = []
+    for m in net.modules():
+        shortcut = getattr(m, "downsample", None) if isinstance(m, rdnas.ResNetBasicBlock) else getattr(m, "shortcut", None)
+        for conv in (shortcut.modules() if shortcut is not None else ()):
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_zen_scores_the_network_without_its_shortcuts_and_leaves_it_untouched():
+    torch.manual_seed(0)
+    nb201 = NB201Net(("nor_conv_3x3",) * 6, C=4, N=1)
+    r48 = rdnas.ResNet48Net(random_codes(1, seed=3)[0], num_classes=10, base=(8, 16, 32, 64))
+    for net, x in ((nb201, torch.randn(8, 3, 16, 16)), (r48, torch.randn(4, 3, 32, 32))):
+        calls = shortcut_calls(net)
+        net(x)
+        assert calls, "the shortcuts run in the network itself"
+        calls.clear()
+        state = {k: v.clone() for k, v in net.state_dict().items()}
+        assert math.isfinite(rdnas.zen(net, x, None))
+        assert calls == []                                   # ZenNAS's no_reslink: no shortcut ran in the score
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in state.items())
+        assert all(m.residual for m in net.modules() if hasattr(m, "residual"))   # the caller's net keeps them
+
+
+def test_zen_is_finite_for_every_connected_arch_and_minus_inf_only_without_a_path():
+    kw = dict(C=4, N=1, num_classes=10, in_channels=3, resolution=8)
+    batch = (torch.zeros(8, 3, 8, 8), torch.zeros(8, dtype=torch.long))
+    dead_branch = str_to_arch("|none~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|nor_conv_1x1~1|none~2|")
+    archs = random_archs(150, seed=4) + [dead_branch, ("none",) * 6, ("skip_connect",) + ("none",) * 5]
+    for arch in archs:                                       # a conv fed only by `none` edges sees zeros: BN var 0
+        score = rdnas.score_arch("zen", arch, kw, batch)
+        assert (score == -math.inf) == (not is_connected(arch)), arch_to_str(arch)
+
+
 def test_cost_tables_match_counted_networks_and_nb201_figures():
     assert rdnas.arch_cost(("nor_conv_3x3",) * 6)[0] == pytest.approx(220.11968)
     assert rdnas.arch_cost(("skip_connect",) * 6)[0] == pytest.approx(7.78304)
@@ -444,6 +481,20 @@ def test_margin_ranking_loss_zero_when_preferred_leads_and_gradient_direction():
     assert rdnas.margin_ranking_loss(torch.tensor(1.0), torch.tensor(5.0), 3.0, 3.0, 0.0) == 0   # teacher tie
 
 
+@pytest.mark.parametrize("s_1, s_2", [(2.0, 1.0), (1.0, 1.0), (1.0, 2.0)])
+def test_one_sided_ranking_loss_is_the_authors_rule(s_1, s_2):
+    # the authors' pairwise rank loss: s_1 < s_2 -> relu(ce_2 - ce_1.detach()); otherwise (ties too)
+    # relu(ce_1.detach() - ce_2). Worked by hand for ce = (2, 1) and (1, 2):
+    expected = {(2.0, 1.0): [(1.0, -1.0), (0.0, 0.0)], (1.0, 1.0): [(1.0, -1.0), (0.0, 0.0)],
+                (1.0, 2.0): [(0.0, 0.0), (1.0, 1.0)]}[(s_1, s_2)]                 # (loss, d loss / d ce_2)
+    for (ce_1, ce_2), (loss, grad_2) in zip(((2.0, 1.0), (1.0, 2.0)), expected):
+        c1, c2 = torch.tensor(ce_1, requires_grad=True), torch.tensor(ce_2, requires_grad=True)
+        out = rdnas.one_sided_ranking_loss(c1, c2, s_1, s_2)
+        out.backward()
+        assert out.item() == loss and c2.grad.item() == grad_2
+        assert c1.grad is None or c1.grad.item() == 0.0     # the first subnet never gets the gradient
+
+
 def test_rd_schedule():
     assert rdnas.rd_lambda(0, 100) == 0.0
     assert rdnas.rd_lambda(62.5, 100) == pytest.approx(2.0)          # sin(pi/2) at 0.8 t / T = 1/2
@@ -532,7 +583,7 @@ def test_rd_step_lowers_the_ranking_term_on_a_fixed_pair(tiny_batch):
 
 
 @pytest.mark.parametrize("detach", [False, True])
-def test_rd_detach_sends_the_ranking_gradient_only_through_the_preferred_subnet(detach, tiny_batch):
+def test_rd_detach_sends_the_ranking_gradient_only_through_the_second_subnet(detach, tiny_batch):
     a_i, a_j = ("nor_conv_3x3",) * 6, ("nor_conv_1x1",) * 6    # the FLOPs teacher prefers a_i
     grads = []
     for weight in (0.0, 1.0):                                  # the difference is the ranking term's gradient
@@ -543,8 +594,8 @@ def test_rd_detach_sends_the_ranking_gradient_only_through_the_preferred_subnet(
         grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None})
     rank_grad = {n: (grads[1][n] - grads[0][n]).abs().max().item() for n in grads[0]}
     reaches = lambda op: max(g for n, g in rank_grad.items() if f".{op}." in n) > 1e-6
-    assert reaches("nor_conv_3x3")
-    assert reaches("nor_conv_1x1") != detach                   # --rd-detach: the other subnet gets none
+    assert reaches("nor_conv_1x1")                             # the second subnet: always
+    assert reaches("nor_conv_3x3") != detach                   # --rd-detach: the first (here preferred) gets none
 
 
 # ---- end to end ----
@@ -875,6 +926,15 @@ def test_resnet48_hamming_threshold_is_about_the_mean_random_distance():
     rng = random.Random(0)
     mean = np.mean([rdnas.hamming_distance(rng.choice(codes), rng.choice(codes)) for _ in range(5000)])
     assert abs(mean - rdnas.RESNET48_HAMMING_MU) < 1.5
+
+
+def test_resnet48_epoch_seeds_never_collide_across_run_seeds():
+    seeds = {rdnas.epoch_seed(s, e) for s in range(20) for e in range(1, 101)}
+    assert len(seeds) == 20 * 100                         # seed + epoch would give 119 distinct values
+    cfg = rdnas.parse_args(["--space", "resnet48", "--preset", "tiny"])
+    train, valid, _ = rdnas.resnet48_datasets(cfg)
+    first = lambda seed, epoch: next(iter(rdnas.resnet48_loaders(cfg, train, valid, 0, 1, rdnas.epoch_seed(seed, epoch))[0]))[1]
+    assert not torch.equal(first(1, 1), first(0, 2))       # run seed 1, epoch 1 is not run seed 0, epoch 2
 
 
 def test_resnet48_train_and_rank_write_a_submission(tmp_path, capsys):

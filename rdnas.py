@@ -26,14 +26,18 @@ import copy
 import csv
 import dataclasses
 import datetime
+import errno
 import glob
 import gzip
+import hashlib
 import itertools
 import json
 import math
 import os
 import pickle
 import random
+import re
+import signal
 import struct
 import sys
 import time
@@ -144,12 +148,16 @@ class Config:
 
 MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
 CHOICES = {"space": ("nb201", "resnet48"), "mode": MODES, "ops": ("nb201", "no-none"),
-           "dataset": ("cifar10", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
+           "dataset": ("cifar10", "cifar10-valid", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
            "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
            "rd_schedule": ("sin", "constant"), "bn": ("train", "recal"), "gt_metric": ("train", "valid", "test"),
            "search": ("evolution", "random")}
 POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
                    "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
+# (field, lowest, highest) for the real-valued flags; --lr and --pretrain-lr must also be > 0
+FLOAT_RANGES = (("lr", 0, math.inf), ("pretrain_lr", 0, math.inf), ("lr_min", 0, math.inf), ("momentum", 0, 1),
+                ("weight_decay", 0, math.inf), ("grad_clip", 0, math.inf), ("margin", 0, math.inf),
+                ("rd_weight", 0, math.inf), ("mutate_prob", 0, 1), ("mu", -1, math.inf))
 NON_NEGATIVE_FIELDS = ("seed", "eval_seed", "resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
                        "pretrain_epochs", "workers")
 
@@ -209,20 +217,41 @@ def parse_args(argv=None):
     recipe = values.pop("standalone", {})
     if args.get("mode") in ("standalone", "build-gt"):   # training one arch from scratch has its own recipe
         values.update(recipe)
+    if args.get("dataset") == "cifar10-valid":               # NB201's name of the protocol --dataset cifar10 runs
+        args["dataset"] = "cifar10"
     cfg = dataclasses.replace(Config(), **{**values, **args})
     for names, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
         for name in names:
             if getattr(cfg, name) < least:
                 p.error(f"argument --{name.replace('_', '-')}: must be >= {least}, got {getattr(cfg, name)}")
+    for name, low, high in FLOAT_RANGES:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and low <= value <= high and (name not in ("lr", "pretrain_lr") or value > 0)):
+            p.error(f"argument --{name.replace('_', '-')}: must be a finite number in "
+                    f"{'(0' if name in ('lr', 'pretrain_lr') else f'[{low:g}'}, {high:g}], got {value}")
+    if 0 < cfg.resolution < 8:
+        p.error(f"argument --resolution: must be 0 (native) or >= 8 (two reductions halve it twice), got {cfg.resolution}")
+    if cfg.space == "resnet48":
+        nb201_only = [f for f in ("ops", "C", "N") if f in args]
+        if nb201_only:
+            p.error(f"--{', --'.join(nb201_only)} set the NB201 space; --space resnet48 has its own (see --base-width)")
     return cfg
 
 
 # ---- Device, seed, files ----
 
 def get_device(name="auto"):
-    """--device auto picks cuda, then mps, then cpu."""
+    """--device auto picks cuda, then mps, then cpu; a device this machine lacks is a one-line error."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise UserError(f"--device {name!r} is not a device; accepted: auto, cpu, cuda, cuda:N, mps") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA GPU is available here; use --device cpu (or auto)")
+        if device.type == "mps" and not torch.backends.mps.is_available():
+            raise UserError(f"--device {name}: MPS is not available here; use --device cpu (or auto)")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -237,12 +266,28 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def atomic_write_text(path, text):
-    """Write a file so that a killed process leaves either the old or the new version, never half of one."""
+def atomic_write(path, write):
+    """Write a file so that a killed process leaves either the old or the new version, never half of one:
+    `write(tmp)` fills a temporary file that is then renamed. A failed write removes it, and a full disk is a
+    one-line error that says the old file is intact."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e):
+            raise UserError(f"no space left writing {path}; the last {os.path.basename(path)} is intact") from None
+        raise
+
+
+def atomic_write_text(path, text):
+    """atomic_write of a text file."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
 
 
 # ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020; Sec. 3.2) ----
@@ -769,8 +814,11 @@ class Teacher:
         self.score, self.key, self.path = score, key, path
         self.cache, self.computed = {}, 0
         if path and os.path.exists(path):
-            with open(path) as f:
-                self.cache = {k: float(v) for k, v in json.load(f).items()}
+            try:
+                with open(path) as f:
+                    self.cache = {k: float(v) for k, v in json.load(f).items()}
+            except (ValueError, AttributeError):               # truncated or corrupt: it is a cache, rebuild it
+                print(f"warning: {path} is unreadable; the teacher's scores are recomputed")
 
     def __call__(self, arch):
         key = self.key(arch)
@@ -1151,6 +1199,7 @@ class Run:
     history: list = dataclasses.field(default_factory=list)   # the ranking records so far
     world: int = 1                         # processes under torchrun
     main: bool = True                      # only the main process prints, logs and writes
+    data: str = ""                         # data_fingerprint of the loaded images: --resume refuses other data
 
     @property
     def ckpt(self):
@@ -1158,18 +1207,77 @@ class Run:
 
 
 def run_dir(cfg):
-    """--out, or runs/<space>-<dataset>-<method>-seed<seed>; created if missing."""
+    """--out, or runs/<space>-<dataset>-<method>-seed<seed>; created if missing, checked writable before any work."""
     method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
     out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
-    os.makedirs(out, exist_ok=True)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder; choose a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--out {out} is not writable ({e.strerror}); choose another folder") from None
     return out
 
 
+def lock_run_folder(out):
+    """Own `out` for this process: <out>/run.lock holds our PID. A lock whose process is gone (a killed run) is
+    taken over; one whose process lives is a one-line error. Temporary files left by killed writes are removed."""
+    path = os.path.join(out, "run.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(open(path).read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and pid_alive(pid):
+                raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or choose another --out") from None
+            os.remove(path)                                  # stale: its process was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        for name in os.listdir(out):
+            if re.search(r"\.tmp\d+$", name):
+                os.remove(os.path.join(out, name))
+        return path
+    raise UserError(f"{out}: could not take {path}; another run may be starting there")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unlock_run_folder(out):
+    path = os.path.join(out, "run.lock")
+    try:
+        if int(open(path).read().strip() or 0) == os.getpid():
+            os.remove(path)
+    except (OSError, ValueError):
+        pass
+
+
 def open_run(cfg, main=True, world=1):
-    """The run of --out; a folder that already holds one is refused unless --resume."""
+    """The run of --out, locked for this process; a folder that holds a run is refused unless --resume, and
+    --resume on a folder without one is refused too."""
     run = Run(run_dir(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, main=main)
+    if main:
+        lock_run_folder(run.out)
     if os.path.exists(run.ckpt) and not cfg.resume:
         raise UserError(f"{run.out} already holds a run; pass --resume to continue it or choose another --out")
+    if cfg.resume and not os.path.exists(run.ckpt):
+        raise UserError(f"--resume: {run.out} holds no run to resume (no ckpt.pt); run without --resume to start one")
+    if main and not cfg.resume and os.path.exists(os.path.join(run.out, "log.jsonl")):
+        os.remove(os.path.join(run.out, "log.jsonl"))        # the log of a run killed before its first checkpoint
     return run
 
 
@@ -1181,9 +1289,7 @@ def log_json(out, record):
 
 def save_checkpoint(path, **state):
     """One dict {model, optimizer, config, epoch, rng, ...}, written to a temporary file and renamed."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path, cfg=None):
@@ -1207,7 +1313,7 @@ def checkpoint(run, net, opt, sampler=None):
     """Save the run after an epoch or an evaluation (main process only)."""
     if run.main:
         save_checkpoint(run.ckpt, model=net.state_dict(), optimizer=opt.state_dict(), config=run.config,
-                        epoch=run.epoch, history=run.history, world_size=run.world,
+                        epoch=run.epoch, history=run.history, world_size=run.world, data=run.data,
                         rng=dict(python=run.rng.getstate(), data=run.gen.get_state() if run.gen is not None else None,
                                  torch=torch.get_rng_state(), fallbacks=sampler.fallbacks if sampler else 0))
 
@@ -1215,6 +1321,9 @@ def checkpoint(run, net, opt, sampler=None):
 def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
     """--resume: the weights, the optimizer, the epochs done, the rankings and every random generator."""
     ckpt = load_checkpoint(run.ckpt, cfg)
+    if ckpt.get("data", run.data) != run.data:
+        raise UserError(f"{run.ckpt} was trained on other data than --data {cfg.data} holds now (fingerprint "
+                        f"{ckpt['data']}, now {run.data}); resume with the same data files")
     if ckpt["world_size"] != run.world:
         raise UserError(f"{run.ckpt} was written by {ckpt['world_size']} processes; resume it with the same "
                         f"--nproc_per_node (now {run.world})")
@@ -1228,7 +1337,36 @@ def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
     if sampler is not None:
         sampler.fallbacks = ckpt["rng"]["fallbacks"]
     if run.main:
+        trim_log(run)
         print(f"resumed {run.out} after epoch {run.epoch}/{total_epochs or cfg.epochs}")
+
+
+def trim_log(run):
+    """Drop the log.jsonl records written after the checkpoint (and a line cut short by a kill), so that the log
+    of a resumed run reads as if the run had never stopped."""
+    path = os.path.join(run.out, "log.jsonl")
+    if not os.path.exists(path):
+        return
+    evaluated = {h["epoch"] for h in run.history}
+    kept = []
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("event") == "config" or (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or \
+                (r.get("event") == "eval" and r["epoch"] in evaluated):
+            kept.append(json.dumps(r) + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
+def data_fingerprint(*tensors):
+    """A cheap identity of the loaded data (shapes and a hash of the bytes), so that --resume refuses other data."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def format_eta(seconds):
@@ -1278,7 +1416,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
             not (run.history and run.history[-1]["epoch"] == run.epoch):   # killed while ranking, or --epochs 0
         run.history.append(evaluate_and_log(cfg, space, run))
         checkpoint(run, net, opt, space.sampler)
-    images, seconds = 0, 0.0
+    images, seconds, last_finite = 0, 0.0, None
     for epoch in range(max(0, done), cfg.epochs):
         space.model.train()
         batches, t_epoch = space.batches(first_epoch + epoch + 1), time.time()
@@ -1286,6 +1424,9 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
         if space.sampler is not None:
             space.sampler.histogram = Counter()
         sums, steps = Counter(), len(batches)
+        if steps == 0:
+            raise UserError(f"no training step in an epoch: --batch-size {cfg.batch_size} is larger than the training "
+                            f"set (this process sees {len(batches.dataset) if hasattr(batches, 'dataset') else len(batches.x)} images); lower --batch-size")
         for step, (x, y) in enumerate(batches):
             t_step = time.time()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -1294,6 +1435,11 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
             stats, _ = method_step(cfg, space, run.rng, x, y, lam)
+            if not all(math.isfinite(v) for v in stats.values()):
+                kept = f"the checkpoint of epoch {run.epoch} is kept" if run.epoch else "no epoch had finished"
+                raise UserError(f"training diverged at {stage} epoch {epoch + 1}, step {step + 1}: loss {stats['loss']} "
+                                f"(last finite loss {last_finite}); lower --lr ({kept})")
+            last_finite = stats["loss"]
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
@@ -1339,10 +1485,11 @@ def train_nb201(cfg):
     recal = (lambda: Loader(*data["train"], cfg.batch_size, train_loader.mean, train_loader.std, shuffle=True,
                             generator=torch.Generator().manual_seed(cfg.eval_seed))) if cfg.bn == "recal" else None
     space.evaluate = lambda epoch: evaluate_ranking(net, eval_archs, valid_loader, cfg, recal, table)
-    if cfg.resume and os.path.exists(run.ckpt):
+    run.data = data_fingerprint(*data["train"], *data["valid"])
+    if cfg.resume:
         restore(cfg, run, net, opt, space.sampler)
     else:
-        log_json(run.out, dict(event="config", config=run.config, benchmark=table_path, split=data["split"]))
+        log_json(run.out, dict(event="config", config=run.config, benchmark=table_path, split=data["split"], data=run.data))
         print(f"ground truth: {table_path} ({len(table)} archs)" if table is not None else
               "no ground truth given (--benchmark): subnets are trained and ranked, but no correlation is computed")
     print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} "
@@ -1355,6 +1502,7 @@ def train_nb201(cfg):
         curve=[dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]), indent=1))
     if cfg.plot:
         plot_curve(run.out, cfg, run.history, table, data, train_loader, device)
+    unlock_run_folder(run.out)
     return net, final
 
 
@@ -1363,6 +1511,8 @@ def train_nb201(cfg):
 def main(argv=None):
     """Parse the flags, run --mode on --space; a user's mistake ends in one line, never a traceback."""
     cfg = parse_args(argv)
+    if sys.platform != "win32":                              # `kill` (SIGTERM) ends a run like Ctrl-C: resumable
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     modes = {"train": train_nb201, "proxies": proxy_table, "search": run_search, "standalone": standalone_main,
              "build-gt": build_ground_truth, "summarize": summarize, "bench": bench, "export-benchmark": export_main}
     if cfg.space == "resnet48":                              # Part II
@@ -1409,7 +1559,9 @@ def make_divisible(v, divisor=8):
 def decode_resnet48_code(code):
     """52-char code -> {image_size, stem, stages: [{out, mid: [ratio per active block]}]}; ValueError names the position."""
     if not isinstance(code, str) or len(code) != 52 or not code.isdigit():
-        raise ValueError(f"ResNet48 code {code!r}: expected 52 digits, got {len(code) if isinstance(code, str) else type(code).__name__}")
+        what = (f"{len(code)} characters" + ("" if code.isdigit() else ", not all digits")) if isinstance(code, str) \
+            else type(code).__name__
+        raise ValueError(f"ResNet48 code {code!r}: expected 52 digits, got {what}")
     if code[0] not in RESNET48_IMAGE_SIZES:
         raise ValueError(f"ResNet48 code position 0 (image size) is {code[0]!r}; accepted: "
                          + ", ".join(f"{k} ({v})" for k, v in RESNET48_IMAGE_SIZES.items()))
@@ -1772,7 +1924,7 @@ def train_resnet48(cfg):
                                             cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, cfg.candidates, cfg.max_tries,
                                             run.rng)
     pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr, method="spos")
-    if cfg.resume and os.path.exists(run.ckpt):
+    if cfg.resume:
         restore(cfg, run, net, opt, space.sampler, pretrain.epochs + cfg.epochs)
     elif run.main:
         log_json(run.out, dict(event="config", config=run.config, world_size=world))
@@ -1799,6 +1951,8 @@ def train_resnet48(cfg):
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
+    if run.main:
+        unlock_run_folder(run.out)
     return result
 
 
@@ -1813,6 +1967,9 @@ def rank_main(cfg):
         codes = [(k, v["arch"]) for k, v in entries.items()]
     except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as e:
         raise UserError(f"{cfg.archs} is not a competition JSON ({type(e).__name__}: {e})") from None
+    if not codes:
+        raise UserError(f"{cfg.archs} holds no archs; expected the competition JSON "
+                        f'{{"arch1": {{"acc": 0.0, "arch": "1..."}}, ...}}')
     archs = []
     for key, code in codes:
         try:
@@ -1820,6 +1977,9 @@ def rank_main(cfg):
         except ValueError as e:
             raise UserError(f"{cfg.archs}, {key}: {e}") from None
     out, device = run_dir(cfg), get_device(cfg.device)
+    path = os.path.join(out, "submission.json")
+    if os.path.exists(path):                                 # a submission is never overwritten
+        raise UserError(f"{path} exists; move it away or rank into another --out")
     ckpt = load_checkpoint(cfg.ckpt or os.path.join(out, "ckpt.pt"))
     mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
                                                                       "train_subset", "valid_subset")})
@@ -1833,7 +1993,6 @@ def rank_main(cfg):
                               every=max(1, len(archs) // 20))
     for (key, _), acc in zip(codes, record["supernet_acc"]):
         entries[key]["acc"] = acc
-    path = os.path.join(out, "submission.json")
     atomic_write_text(path, json.dumps(entries))
     if "metrics" in record:
         print(f"ranking against {cfg.benchmark}: {format_metrics(record['metrics'])}")
@@ -1851,12 +2010,15 @@ def rank_main(cfg):
 
 def read_idx(path):
     """Read an IDX file (MNIST format), gzipped or not -> numpy array."""
-    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-        magic, = struct.unpack(">I", f.read(4))
-        if magic >> 8 != 0x08:
-            raise UserError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
-        dims = struct.unpack(">" + "I" * (magic & 0xFF), f.read(4 * (magic & 0xFF)))
-        return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+            magic, = struct.unpack(">I", f.read(4))
+            if magic >> 8 != 0x08:
+                raise UserError(f"{path} is not an IDX file of unsigned bytes (magic {magic:#x})")
+            dims = struct.unpack(">" + "I" * (magic & 0xFF), f.read(4 * (magic & 0xFF)))
+            return np.frombuffer(f.read(), dtype=np.uint8).reshape(dims)
+    except (EOFError, OSError, ValueError, struct.error) as e:         # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path} is truncated or corrupt ({type(e).__name__}); replace it with the original file") from None
 
 
 def find_file(folder, names, what):
@@ -1867,13 +2029,33 @@ def find_file(folder, names, what):
 
 
 def load_fashion_mnist(root):
-    """Fashion-MNIST from IDX files (e.g. Debian's dataset-fashion-mnist: /usr/share/datasets/fashion-mnist)."""
+    """Fashion-MNIST from IDX files: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), or
+    torchvision's download into --data when the files are not there."""
+    files = [f"{p}-{k}-idx{d}-ubyte.gz" for p in ("train", "t10k") for k, d in (("images", 3), ("labels", 1))]
+    if not all(os.path.exists(os.path.join(root, f)) or os.path.exists(os.path.join(root, f[:-3])) for f in files):
+        root = download_fashion_mnist(root)
     def part(prefix):
         x = read_idx(find_file(root, [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images-idx3-ubyte"], "Fashion-MNIST"))
         y = read_idx(find_file(root, [f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels-idx1-ubyte"], "Fashion-MNIST"))
+        if len(x) != len(y) or x.ndim != 3:
+            raise UserError(f"{root}: {prefix} images ({x.shape}) and labels ({len(y)}) do not match; the files are damaged")
         return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
     # Train on the 60k training images, rank (and build the ground truth) on the 10k test images.
     return part("train") + part("t10k")
+
+
+def download_fashion_mnist(root):
+    """The folder of torchvision's Fashion-MNIST files under `root`, downloading them when online."""
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    if not os.path.exists(os.path.join(raw, "t10k-labels-idx1-ubyte.gz")):
+        try:
+            import torchvision                               # only this fallback needs it
+            torchvision.datasets.FashionMNIST(root, train=True, download=True)
+        except Exception as e:
+            raise UserError(f"Fashion-MNIST not found in {root!r} and could not be downloaded ({type(e).__name__}): "
+                            f"apt-get install dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist), "
+                            f"or pass --data to a folder holding them") from None
+    return raw
 
 
 def load_cifar(root, name):
@@ -1926,7 +2108,17 @@ def load_benchmark(path, dataset="cifar10", metric="valid"):
     """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
-    with open(path, newline="") as f:
+    try:
+        with open(path, newline="") as f:
+            return read_benchmark(path, f, dataset, metric)
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text CSV table (binary file?); pass a CSV made by --mode export-benchmark "
+                        f"or an arch,accuracy table") from None
+
+
+def read_benchmark(path, f, dataset, metric):
+    """load_benchmark's reader of an open CSV file."""
+    if True:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         if "arch str" in header:
@@ -1941,16 +2133,24 @@ def load_benchmark(path, dataset="cifar10", metric="valid"):
                                 f"imagenet16-120; use --gt-metric test and one of those datasets")
             arch_col, acc_col = "ArchitectureString", NATS_COLUMNS[dataset]
         elif "arch" in header and "accuracy" in header:
+            if metric != "valid":
+                raise UserError(f"{path} has one accuracy column (arch,accuracy); --gt-metric {metric} needs an NB201 "
+                                f"table with train/validation/test columns")
             arch_col, acc_col = "arch", "accuracy"
         else:
             raise UserError(f"{path}: unknown table layout {header[:4]}...; accepted: NB201 'arch str,...,validation "
                             f"accuracy', NATS 'CIFAR10TestAccuracy200Epochs,...,ArchitectureString', or 'arch,accuracy'")
-        table = {}
+        table, lines = {}, {}
         for line, row in enumerate(reader, start=2):
             try:
-                table[arch_to_str(str_to_arch(row[arch_col]))] = float(row[acc_col])
+                arch, acc = arch_to_str(str_to_arch(row[arch_col])), float(row[acc_col])
             except (UserError, ValueError, TypeError) as e:
                 raise UserError(f"{path}:{line}: {e}") from None
+            if not math.isfinite(acc):
+                raise UserError(f"{path}:{line}: accuracy {row[acc_col]!r} of {arch} is not a finite number")
+            if arch in table:
+                raise UserError(f"{path}:{line}: {arch} is listed twice (first on line {lines[arch]})")
+            table[arch], lines[arch] = acc, line
     if not table:
         raise UserError(f"{path} has no rows")
     return table
@@ -2289,8 +2489,12 @@ def summarize(cfg):
     for folder in folders:
         res = os.path.join(folder, "results.json")
         if os.path.exists(res):
-            with open(res) as f:
-                r = json.load(f)
+            try:
+                with open(res) as f:
+                    r = json.load(f)
+            except ValueError:
+                print(f"warning: skipping {res}: not readable JSON (truncated?)")
+                continue
             if r.get("final") and r["final"].get("metrics"):
                 finished.append(r)
         if os.path.exists(os.path.join(folder, "proxies.json")):
@@ -2358,6 +2562,9 @@ def train_standalone(arch, data, cfg, seed, device):
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
     total = cfg.epochs * len(train_loader)
+    if cfg.epochs and not len(train_loader):
+        raise UserError(f"no training step: --batch-size {cfg.batch_size} is larger than the "
+                        f"{len(data['train'][0])} training images; lower --batch-size")
     for epoch in range(cfg.epochs):
         net.train()
         for step, (x, y) in enumerate(train_loader):
@@ -2395,8 +2602,20 @@ def build_ground_truth(cfg):
     if cfg.gt_archs > len(space):
         raise UserError(f"--gt-archs {cfg.gt_archs}: --ops {cfg.ops} has only {len(space)} archs")
     archs = random.Random(cfg.eval_seed).sample(space, cfg.gt_archs)
+    lock_run_folder(out)
+    recipe = {k: getattr(cfg, k) for k in ("dataset", "resolution", "C", "N", "train_subset", "valid_subset",
+                                           "epochs", "batch_size", "lr", "lr_min", "weight_decay", "nesterov", "ops",
+                                           "eval_seed", "gt_archs", "gt_seeds")}
+    recipe_path = os.path.join(out, "gt_recipe.json")
+    if os.path.exists(recipe_path):                          # a resumed build must keep its recipe
+        old = json.load(open(recipe_path))
+        diff = [f"{k}={old.get(k)!r} (now {v!r})" for k, v in recipe.items() if old.get(k) != v]
+        if diff:
+            raise UserError(f"{out} holds a ground truth built with another recipe: {', '.join(diff)}; "
+                            f"choose another --out")
+    atomic_write_text(recipe_path, json.dumps(recipe, indent=1))
     progress_path = os.path.join(out, "gt_progress.jsonl")
-    done, seconds = {}, []
+    done, seconds, complete = {}, [], []
     if os.path.exists(progress_path):
         with open(progress_path) as f:
             for line in f:
@@ -2406,10 +2625,8 @@ def build_ground_truth(cfg):
                     continue  # a line cut short by a kill
                 done[(r["arch"], r["seed"])] = r["acc"]
                 seconds.append(r.get("seconds", 0.0))
-    recipe = {k: getattr(cfg, k) for k in ("dataset", "resolution", "C", "N", "train_subset", "valid_subset",
-                                           "epochs", "batch_size", "lr", "lr_min", "weight_decay", "nesterov", "ops",
-                                           "eval_seed", "gt_archs", "gt_seeds")}
-    atomic_write_text(os.path.join(out, "gt_recipe.json"), json.dumps(recipe, indent=1))
+                complete.append(json.dumps(r) + "\n")
+        atomic_write_text(progress_path, "".join(complete))  # without the cut line, so the next one starts clean
     print(f"building a ground truth of {len(archs)} archs x {cfg.gt_seeds} seeds in {out} "
           f"({len(done)} runs already done)")
     t0, new = time.time(), 0
@@ -2441,6 +2658,7 @@ def build_ground_truth(cfg):
         noise = math.sqrt(((accs[:, 0] - accs[:, 1]) ** 2).mean() / 2)   # per-run SD, from the seed pairs
         print(f"seed noise {noise:.2f} points; seed-to-seed Kendall tau (the ceiling of any ranking on this "
               f"ground truth): {100 * tau:.2f}")
+    unlock_run_folder(out)
     return os.path.join(out, "gt.csv")
 
 

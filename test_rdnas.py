@@ -1088,3 +1088,255 @@ def test_summarize_never_averages_different_budgets_and_ranks_the_untrained_supe
     out = capsys.readouterr().out
     assert re.search(r"spos epochs=1 +1 ", out) and re.search(r"spos epochs=2 +1 ", out)
     assert re.search(r"random init +1 ", out)
+
+
+# ---- nothing lost, nothing silently wrong (runs shared, killed, diverged; bad files) ----
+
+def start_tiny_run(out, *extra):
+    import subprocess, sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    return subprocess.Popen([sys.executable, os.path.join(here, "rdnas.py"), "--preset", "tiny", "--benchmark", "none",
+                             "--out", str(out), *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, proc, seconds=60):
+    import time
+    t = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None and time.time() - t < seconds, proc.communicate()
+        time.sleep(0.05)
+
+
+def test_two_runs_never_share_a_folder_and_a_killed_runs_lock_does_not_block_resume(tmp_path):
+    import signal as sig
+    out = tmp_path / "shared"
+    first = start_tiny_run(out, "--epochs", "40")
+    wait_for(out / "ckpt.pt", first)
+    with pytest.raises(SystemExit, match=rf"in use by another run \(pid {first.pid}\)"):
+        rdnas.main(["--preset", "tiny", "--benchmark", "none", "--out", str(out), "--seed", "1"])
+    with pytest.raises(SystemExit, match="in use by another run"):
+        rdnas.main(["--preset", "tiny", "--mode", "build-gt", "--gt-archs", "2", "--out", str(out)])
+    first.send_signal(sig.SIGKILL)
+    first.wait()
+    assert (out / "run.lock").exists()                       # left behind by the killed run: stale
+    _, final = rdnas.main(["--preset", "tiny", "--benchmark", "none", "--out", str(out), "--epochs", "40", "--resume"])
+    assert final is not None and not (out / "run.lock").exists()
+    configs = [json.loads(l)["config"]["seed"] for l in open(out / "log.jsonl") if '"config"' in l]
+    assert configs == [0]                                     # one run's log, one config
+
+
+def test_sigterm_ends_like_ctrl_c_and_resumes(tmp_path):
+    import signal as sig
+    out = tmp_path / "term"
+    proc = start_tiny_run(out, "--epochs", "40")
+    wait_for(out / "ckpt.pt", proc)
+    proc.send_signal(sig.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and err.strip().count("\n") == 0 and "interrupted" in err and "--resume" in err
+    _, final = rdnas.main(["--preset", "tiny", "--benchmark", "none", "--out", str(out), "--epochs", "40", "--resume"])
+    assert final is not None
+
+
+def test_log_after_a_resume_reads_as_if_the_run_never_stopped(tmp_path, monkeypatch):
+    args = ["--preset", "tiny", "--epochs", "2", "--eval-every", "1", "--benchmark", "none"]
+    rdnas.main(args + ["--out", str(tmp_path / "a")])
+    real_save = rdnas.save_checkpoint
+    def die_before_epoch_2(path, **state):                    # the epoch record of epoch 2 is logged, not saved
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        real_save(path, **state)
+    monkeypatch.setattr(rdnas, "save_checkpoint", die_before_epoch_2)
+    with pytest.raises(SystemExit, match="interrupted"):
+        rdnas.main(args + ["--out", str(tmp_path / "b")])
+    monkeypatch.setattr(rdnas, "save_checkpoint", real_save)
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:
+        f.write('{"event": "epoch", "epo')                     # a line cut short by the kill
+    rdnas.main(args + ["--out", str(tmp_path / "b"), "--resume"])
+    events = lambda run: [(r["event"], r.get("epoch")) for r in map(json.loads, open(tmp_path / run / "log.jsonl"))]
+    assert events("b") == events("a") == [("config", None), ("epoch", 1), ("eval", 1), ("epoch", 2), ("eval", 2)]
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_checkpoint_and_no_temp_file(tmp_path, monkeypatch):
+    args = ["--preset", "tiny", "--epochs", "2", "--benchmark", "none", "--out", str(tmp_path / "r")]
+    real = torch.save
+    def full_disk(obj, f, *a, **k):
+        if obj.get("epoch") == 2:
+            open(f, "wb").write(b"partial")
+            raise OSError(28, "No space left on device")
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit, match=r"no space left writing .*ckpt.pt; the last ckpt.pt is intact"):
+        rdnas.main(args)
+    monkeypatch.setattr(torch, "save", real)
+    assert sorted(p.name for p in (tmp_path / "r").iterdir() if ".tmp" in p.name) == []
+    assert torch.load(tmp_path / "r" / "ckpt.pt", weights_only=False)["epoch"] == 1
+    (tmp_path / "r" / "teacher_flops.json.tmp4242").write_text("{")            # a killed write's leftover
+    rdnas.main(args + ["--resume"])
+    assert not (tmp_path / "r" / "teacher_flops.json.tmp4242").exists()
+
+
+def test_diverged_training_stops_with_one_line_and_no_results(tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(SystemExit) as e:
+        rdnas.main(["--preset", "tiny", "--lr", "1e6", "--grad-clip", "0", "--benchmark", "none", "--out", str(out)])
+    assert "training diverged at train epoch 1" in str(e.value) and "lower --lr" in str(e.value)
+    assert "\n" not in str(e.value) and not (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--lr", "nan"], "--lr: must be a finite number"), (["--lr", "-1"], "--lr: must be a finite number"),
+    (["--mutate-prob", "5"], "--mutate-prob: must be a finite number in [0, 1]"),
+    (["--resolution", "2"], "--resolution: must be 0 (native) or >= 8"),
+    (["--space", "resnet48", "--ops", "no-none", "--C", "99", "--N", "7"], "--ops, --C, --N set the NB201 space"),
+])
+def test_meaningless_settings_are_parse_errors(argv, says, capsys):
+    with pytest.raises(SystemExit):
+        rdnas.parse_args(["--preset", "tiny"] + argv)
+    assert says in capsys.readouterr().err
+
+
+def test_cifar10_valid_is_accepted_as_the_dataset_name():
+    assert rdnas.parse_args(["--dataset", "cifar10-valid"]).dataset == "cifar10"
+
+
+@pytest.mark.parametrize("rows, says", [
+    (["{a},91.5", "{b},nan"], ":3: accuracy 'nan' of"), (["{a},91.5", "{b},inf"], ":3: accuracy 'inf' of"),
+    (["{a},91.5", "{b},90", "{a},80"], ":4: |"), ])
+def test_bad_table_values_name_the_file_and_line(rows, says, tmp_path):
+    a, b = arch_to_str(("nor_conv_3x3",) * 6), arch_to_str(("skip_connect",) * 6)
+    path = tmp_path / "gt.csv"
+    path.write_text("arch,accuracy\n" + "\n".join(r.format(a=a, b=b) for r in rows) + "\n")
+    with pytest.raises(UserError, match=re.escape(str(path)) + re.escape(says)):
+        rdnas.load_benchmark(str(path))
+    if len(rows) == 3:
+        with pytest.raises(UserError, match="listed twice"):
+            rdnas.load_benchmark(str(path))
+
+
+def test_binary_benchmark_and_gt_metric_of_a_plain_table(tmp_path):
+    binary = tmp_path / "table.csv"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(UserError, match="not a text CSV"):
+        rdnas.load_benchmark(str(binary))
+    plain = write_plain_table(tmp_path / "plain.csv", [("skip_connect",) * 6], [50.0])
+    with pytest.raises(UserError, match="--gt-metric test needs an NB201 table"):
+        rdnas.load_benchmark(str(plain), metric="test")
+
+
+def test_zero_training_steps_is_an_error_not_an_untrained_result(tmp_path):
+    for argv in (["--batch-size", "512"], ["--mode", "standalone", "--arch", IDX0, "--batch-size", "512", "--epochs", "1"],
+                 ["--space", "resnet48", "--batch-size", "512"]):
+        with pytest.raises(SystemExit, match="--batch-size 512 is larger than the"):
+            rdnas.main(["--preset", "tiny", "--benchmark", "none", "--out", str(tmp_path / str(len(argv)))] + argv)
+
+
+def test_build_gt_refuses_another_recipe_and_cuts_a_partial_line(tmp_path):
+    args = ["--preset", "tiny", "--mode", "build-gt", "--gt-archs", "2", "--gt-seeds", "1", "--epochs", "1",
+            "--out", str(tmp_path / "gt")]
+    rdnas.main(args)
+    with pytest.raises(SystemExit, match=r"another recipe: epochs=1 \(now 2\)"):
+        rdnas.main(args[:-4] + ["--epochs", "2", "--out", str(tmp_path / "gt")])
+    with open(tmp_path / "gt" / "gt_progress.jsonl", "a") as f:
+        f.write('{"arch": "|no')                               # cut by a kill
+    rdnas.main(args)
+    lines = open(tmp_path / "gt" / "gt_progress.jsonl").read().splitlines()
+    assert len(lines) == 2 and all(json.loads(l) for l in lines)
+
+
+def test_resume_refuses_other_data_and_an_empty_folder(tmp_path):
+    data = tmp_path / "fm"
+    data.mkdir()
+    g = np.random.default_rng(0)
+    for prefix, n in (("train", 96), ("t10k", 64)):
+        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", g.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", g.integers(0, 10, n, dtype=np.uint8))
+    args = ["--preset", "tiny", "--dataset", "fashion-mnist", "--data", str(data), "--epochs", "2", "--benchmark", "none",
+            "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit, match="holds no run to resume"):
+        rdnas.main(args + ["--resume"])
+    real_save = rdnas.save_checkpoint
+    rdnas.main(args)
+    for kind in ("images-idx3", "labels-idx1"):                 # swap the training and test files
+        a, b = data / f"train-{kind}-ubyte.gz", data / f"t10k-{kind}-ubyte.gz"
+        tmp = data / "swap"
+        a.rename(tmp), b.rename(a), tmp.rename(b)
+    with pytest.raises(SystemExit, match="trained on other data"):
+        rdnas.main(args + ["--resume"])
+    assert real_save is rdnas.save_checkpoint
+
+
+def test_rank_refuses_an_empty_archs_file_and_never_overwrites_a_submission(tmp_path):
+    out = str(tmp_path / "r48")
+    rdnas.main(["--space", "resnet48", "--preset", "tiny", "--out", out])
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    with pytest.raises(SystemExit, match="holds no archs"):
+        rdnas.main(["--space", "resnet48", "--preset", "tiny", "--mode", "rank", "--out", out, "--archs", str(empty)])
+    archs = tmp_path / "archs.json"
+    archs.write_text(json.dumps({"arch1": {"acc": 0.0, "arch": random_codes(1)[0]}}))
+    rank = ["--space", "resnet48", "--preset", "tiny", "--mode", "rank", "--out", out, "--archs", str(archs)]
+    first = open(rdnas.main(rank)).read()
+    with pytest.raises(SystemExit, match="submission.json exists"):
+        rdnas.main(rank)
+    assert open(os.path.join(out, "submission.json")).read() == first
+
+
+@pytest.mark.parametrize("content", [b"", b"\x1f\x8b\x08\x00garbage", None])
+def test_corrupt_fashion_mnist_files_are_one_line_errors(content, tmp_path):
+    data = tmp_path / "fm"
+    data.mkdir()
+    g = np.random.default_rng(0)
+    for prefix, n in (("train", 32), ("t10k", 16)):
+        write_idx(data / f"{prefix}-images-idx3-ubyte.gz", g.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        write_idx(data / f"{prefix}-labels-idx1-ubyte.gz", g.integers(0, 10, n, dtype=np.uint8))
+    path = data / "train-images-idx3-ubyte.gz"
+    if content is None:                                        # truncated: a header that promises more images
+        raw = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(UserError) as e:
+        rdnas.load_fashion_mnist(str(data))
+    assert "\n" not in str(e.value) and ("truncated or corrupt" in str(e.value) or "damaged" in str(e.value))
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
+    import torchvision
+    def offline(*a, **k):
+        raise RuntimeError("no internet")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+        rdnas.load_fashion_mnist(str(tmp_path))
+
+
+def test_devices_out_folders_codes_caches_and_summaries(tmp_path, monkeypatch, capsys):
+    with pytest.raises(UserError, match="is not a device"):
+        rdnas.get_device("bogus")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA GPU is available"):
+            rdnas.get_device("cuda")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        rdnas.main(["--preset", "tiny", "--benchmark", "none", "--out", str(afile)])
+    def read_only(*a, **k):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(os, "makedirs", read_only)
+    with pytest.raises(SystemExit, match="is not writable \\(Read-only file system\\)"):
+        rdnas.main(["--preset", "tiny", "--benchmark", "none", "--out", str(tmp_path / "ro")])
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="expected 52 digits, got 52 characters, not all digits"):
+        rdnas.decode_resnet48_code("a" * 52)
+    out = tmp_path / "run"
+    rdnas.main(["--preset", "tiny", "--epochs", "1", "--benchmark", "none", "--out", str(out)])
+    (out / "teacher_flops.json").write_text('{"|none~0|+')               # truncated cache
+    teacher = rdnas.Teacher(lambda a: 1.0, path=str(out / "teacher_flops.json"))
+    assert teacher.cache == {} and "recomputed" in capsys.readouterr().out
+    bench = tiny_benchmark(tmp_path)
+    rdnas.main(["--preset", "tiny", "--method", "spos", "--eval-archs", "6", "--benchmark", str(bench),
+                "--out", str(tmp_path / "runs/good")])
+    (tmp_path / "runs/bad").mkdir()
+    (tmp_path / "runs/bad/results.json").write_text('{"config": {')
+    capsys.readouterr()
+    summary = rdnas.main(["--mode", "summarize", "--runs", str(tmp_path / "runs/*")])
+    assert "skipping" in capsys.readouterr().out and len(summary["ranking"]["spos"]) == 1

@@ -227,8 +227,8 @@ def parse_args(argv=None):
     for name, low, high in FLOAT_RANGES:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and low <= value <= high and (name not in ("lr", "pretrain_lr") or value > 0)):
-            p.error(f"argument --{name.replace('_', '-')}: must be a finite number in "
-                    f"{'(0' if name in ('lr', 'pretrain_lr') else f'[{low:g}'}, {high:g}], got {value}")
+            span = f"{'(0' if name in ('lr', 'pretrain_lr') else f'[{low:g}'}, " + (f"{high:g}]" if high < math.inf else "inf)")
+            p.error(f"argument --{name.replace('_', '-')}: must be a finite number in {span}, got {value}")
     if 0 < cfg.resolution < 8:
         p.error(f"argument --resolution: must be 0 (native) or >= 8 (two reductions halve it twice), got {cfg.resolution}")
     if cfg.space == "resnet48":

@@ -2104,24 +2104,37 @@ NB201_COLUMNS = {"train": "train accuracy", "valid": "validation accuracy", "tes
 NB201_FILE_DATASETS = {"cifar10-valid": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16-120"}
 
 
-def load_benchmark(path, dataset="cifar10", metric="valid"):
+# The ground truth shipped with the repo (README: "The NAS-Bench-201 ground truth"): all 15,625 archs, 200-epoch
+# means of NAS-Bench-201 v1_1 and, for cifar10_test (trained on all 50k images), NATS-Bench tss.
+SHIPPED_NB201 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks", "nb201.csv.gz")
+SHIPPED_COLUMNS = {("cifar10", "valid"): "cifar10-valid_valid", ("cifar10", "test"): "cifar10-valid_test",
+                   ("cifar100", "valid"): "cifar100_valid", ("cifar100", "test"): "cifar100_test",
+                   ("imagenet16-120", "valid"): "ImageNet16-120_valid", ("imagenet16-120", "test"): "ImageNet16-120_test"}
+
+
+def load_benchmark(path, dataset="cifar10", metric="valid", column=None):
     """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
     try:
-        with open(path, newline="") as f:
-            return read_benchmark(path, f, dataset, metric)
+        with (gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")) as f:
+            return read_benchmark(path, f, dataset, metric, column)
     except UnicodeDecodeError:
         raise UserError(f"{path} is not a text CSV table (binary file?); pass a CSV made by --mode export-benchmark "
                         f"or an arch,accuracy table") from None
 
 
-def read_benchmark(path, f, dataset, metric):
-    """load_benchmark's reader of an open CSV file."""
+def read_benchmark(path, f, dataset, metric, column=None):
+    """load_benchmark's reader of an open CSV file; `column` picks a column of the shipped table by name."""
     if True:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        if "arch str" in header:
+        if "cifar10-valid_valid" in header:                  # the shipped table (benchmarks/nb201.csv.gz)
+            arch_col, acc_col = "arch", column or SHIPPED_COLUMNS.get((dataset, metric))
+            if acc_col not in header:
+                raise UserError(f"{os.path.basename(path)} has no {metric} accuracy of {dataset}; it holds "
+                                f"{', '.join(header[1:])} (--gt-metric valid or test)")
+        elif "arch str" in header:
             base = os.path.basename(path)
             for tag, ds in NB201_FILE_DATASETS.items():   # nb201_<dataset>_... names say which dataset they hold
                 if base.startswith(f"nb201_{tag}_") and ds != dataset:
@@ -2194,11 +2207,14 @@ def ground_truth(cfg):
 
 
 def default_benchmark(cfg):
-    """Our own Fashion-MNIST ground truth (results/), when the run uses the recipe it was built with."""
+    """The ground truth when --benchmark is not given: the shipped NAS-Bench-201 table for the NB201 datasets;
+    our own Fashion-MNIST ground truth (results/) when the run uses the recipe it was built with."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "fmnist_gt.csv")
     recipe = dict(dataset="fashion-mnist", resolution=16, C=8, N=1)
     if os.path.exists(path) and all(getattr(cfg, k) == v for k, v in recipe.items()):
         return path
+    if cfg.space == "nb201" and cfg.dataset in ("cifar10", "cifar100", "imagenet16-120") and os.path.exists(SHIPPED_NB201):
+        return SHIPPED_NB201
     return ""
 
 
@@ -2367,6 +2383,10 @@ def table3_tables(paths):
     tables = {}
     for path in paths:
         base = os.path.basename(path)
+        if os.path.abspath(path) == SHIPPED_NB201:             # every column; CIFAR-10 test of the full-50k net
+            tables.update({key: load_benchmark(path, *key) for key in SHIPPED_COLUMNS})
+            tables[("cifar10", "test")] = load_benchmark(path, column="cifar10_test")
+            continue
         if "3datasets" in base or "natsbench" in base:
             tables[("cifar10", "test")] = load_benchmark(path, "cifar10", "test")
             continue
@@ -2382,11 +2402,13 @@ def table3_tables(paths):
 
 
 def report_paths(cfg):
-    """--report-tables, or the NB201/NATS tables lying next to --benchmark."""
+    """--report-tables, or the NB201/NATS tables lying next to --benchmark, or the shipped table."""
     if cfg.report_tables:
         return [p for p in cfg.report_tables.split(",") if p]
-    if not cfg.benchmark or cfg.benchmark == "none":
+    if cfg.benchmark == "none":
         return []
+    if not cfg.benchmark or os.path.abspath(cfg.benchmark) == SHIPPED_NB201:
+        return [SHIPPED_NB201] if os.path.exists(SHIPPED_NB201) else []
     folder = os.path.dirname(os.path.abspath(cfg.benchmark))
     names = sorted(os.listdir(folder))
     return [os.path.join(folder, n) for n in names

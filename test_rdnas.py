@@ -1340,3 +1340,29 @@ def test_devices_out_folders_codes_caches_and_summaries(tmp_path, monkeypatch, c
     capsys.readouterr()
     summary = rdnas.main(["--mode", "summarize", "--runs", str(tmp_path / "runs/*")])
     assert "skipping" in capsys.readouterr().out and len(summary["ranking"]["spos"]) == 1
+
+
+# ---- the NAS-Bench-201 ground truth shipped with the repo (benchmarks/nb201.csv.gz) ----
+
+def test_shipped_nb201_table_holds_the_published_facts_and_is_the_default():
+    valid = rdnas.load_benchmark(rdnas.SHIPPED_NB201, "cifar10", "valid")
+    assert len(valid) == 15625 and max(valid.values()) == pytest.approx(91.6067, abs=1e-4)
+    assert sum(v < 11 for v in valid.values()) == 341                        # no path from input to output
+    c100 = rdnas.load_benchmark(rdnas.SHIPPED_NB201, "cifar100", "test")
+    assert max(c100, key=c100.get) == BEST_C100 and c100[BEST_C100] == pytest.approx(73.5133, abs=1e-4)
+    optimum = rdnas.table3_optimum(rdnas.table3_tables([rdnas.SHIPPED_NB201]))
+    assert [round(v, 2) for v in optimum.values()] == [91.61, 94.37, 73.49, 73.51, 46.73, 47.31]   # Table 3's row
+    assert rdnas.default_benchmark(rdnas.parse_args([])) == rdnas.SHIPPED_NB201
+    assert rdnas.default_benchmark(rdnas.parse_args(["--dataset", "cifar100"])) == rdnas.SHIPPED_NB201
+    assert rdnas.report_paths(rdnas.parse_args([])) == [rdnas.SHIPPED_NB201]
+    with pytest.raises(UserError, match="has no train accuracy of cifar10"):
+        rdnas.load_benchmark(rdnas.SHIPPED_NB201, "cifar10", "train")
+
+
+@needs_shared
+def test_shipped_nb201_table_equals_the_source_tables():
+    for dataset, name in (("cifar10", "cifar10-valid"), ("cifar100", "cifar100"), ("imagenet16-120", "ImageNet16-120")):
+        for metric in ("valid", "test"):
+            source = rdnas.load_benchmark(os.path.join(SHARED, f"nb201_{name}_200ep_train_valid_test.csv"), dataset, metric)
+            assert rdnas.load_benchmark(rdnas.SHIPPED_NB201, dataset, metric) == source
+    assert rdnas.load_benchmark(rdnas.SHIPPED_NB201, column="cifar10_test") == rdnas.load_benchmark(NATS, "cifar10", "test")

@@ -993,9 +993,18 @@ def test_torchrun_two_processes_agree_write_once_and_resume(tmp_path):
         pytest.skip("torch.distributed is not available")
     out = tmp_path / "ddp"
     here = os.path.dirname(os.path.abspath(__file__))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    import socket
+    with socket.socket() as sock:                               # a free port, not a fixed one another job may hold
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            os.path.join(here, "rdnas.py"), "--space", "resnet48", "--preset", "tiny", "--out", str(out)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if run.returncode != 0 and "Signal" in run.stderr:
+        # on a loaded 2-core machine a gloo worker was seen to abort (SIGABRT) once in several full-suite runs;
+        # one fresh try tells that apart from a fault of the run itself (a Python error is never retried)
+        shutil.rmtree(out, ignore_errors=True)
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.load(open(out / "results.json"))
     assert res["world_size"] == 2 and res["rank_weight_checksums"][0] == res["rank_weight_checksums"][1]

@@ -1426,7 +1426,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
         sums, steps = Counter(), len(batches)
         if steps == 0:
             raise UserError(f"no training step in an epoch: --batch-size {cfg.batch_size} is larger than the training "
-                            f"set (this process sees {len(batches.dataset) if hasattr(batches, 'dataset') else len(batches.x)} images); lower --batch-size")
+                            f"set; lower --batch-size")
         for step, (x, y) in enumerate(batches):
             t_step = time.time()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -2126,44 +2126,43 @@ def load_benchmark(path, dataset="cifar10", metric="valid", column=None):
 
 def read_benchmark(path, f, dataset, metric, column=None):
     """load_benchmark's reader of an open CSV file; `column` picks a column of the shipped table by name."""
-    if True:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        if "cifar10-valid_valid" in header:                  # the shipped table (benchmarks/nb201.csv.gz)
-            arch_col, acc_col = "arch", column or SHIPPED_COLUMNS.get((dataset, metric))
-            if acc_col not in header:
-                raise UserError(f"{os.path.basename(path)} has no {metric} accuracy of {dataset}; it holds "
-                                f"{', '.join(header[1:])} (--gt-metric valid or test)")
-        elif "arch str" in header:
-            base = os.path.basename(path)
-            for tag, ds in NB201_FILE_DATASETS.items():   # nb201_<dataset>_... names say which dataset they hold
-                if base.startswith(f"nb201_{tag}_") and ds != dataset:
-                    raise UserError(f"{base} holds {tag} accuracies but --dataset is {dataset}")
-            arch_col, acc_col = "arch str", NB201_COLUMNS[metric]
-        elif "ArchitectureString" in header:
-            if metric != "test" or dataset not in NATS_COLUMNS:
-                raise UserError(f"{os.path.basename(path)} has only test accuracies of cifar10, cifar100, "
-                                f"imagenet16-120; use --gt-metric test and one of those datasets")
-            arch_col, acc_col = "ArchitectureString", NATS_COLUMNS[dataset]
-        elif "arch" in header and "accuracy" in header:
-            if metric != "valid":
-                raise UserError(f"{path} has one accuracy column (arch,accuracy); --gt-metric {metric} needs an NB201 "
-                                f"table with train/validation/test columns")
-            arch_col, acc_col = "arch", "accuracy"
-        else:
-            raise UserError(f"{path}: unknown table layout {header[:4]}...; accepted: NB201 'arch str,...,validation "
-                            f"accuracy', NATS 'CIFAR10TestAccuracy200Epochs,...,ArchitectureString', or 'arch,accuracy'")
-        table, lines = {}, {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                arch, acc = arch_to_str(str_to_arch(row[arch_col])), float(row[acc_col])
-            except (UserError, ValueError, TypeError) as e:
-                raise UserError(f"{path}:{line}: {e}") from None
-            if not math.isfinite(acc):
-                raise UserError(f"{path}:{line}: accuracy {row[acc_col]!r} of {arch} is not a finite number")
-            if arch in table:
-                raise UserError(f"{path}:{line}: {arch} is listed twice (first on line {lines[arch]})")
-            table[arch], lines[arch] = acc, line
+    reader = csv.DictReader(f)
+    header = reader.fieldnames or []
+    if "cifar10-valid_valid" in header:                  # the shipped table (benchmarks/nb201.csv.gz)
+        arch_col, acc_col = "arch", column or SHIPPED_COLUMNS.get((dataset, metric))
+        if acc_col not in header:
+            raise UserError(f"{os.path.basename(path)} has no {metric} accuracy of {dataset}; it holds "
+                            f"{', '.join(header[1:])} (--gt-metric valid or test)")
+    elif "arch str" in header:
+        base = os.path.basename(path)
+        for tag, ds in NB201_FILE_DATASETS.items():   # nb201_<dataset>_... names say which dataset they hold
+            if base.startswith(f"nb201_{tag}_") and ds != dataset:
+                raise UserError(f"{base} holds {tag} accuracies but --dataset is {dataset}")
+        arch_col, acc_col = "arch str", NB201_COLUMNS[metric]
+    elif "ArchitectureString" in header:
+        if metric != "test" or dataset not in NATS_COLUMNS:
+            raise UserError(f"{os.path.basename(path)} has only test accuracies of cifar10, cifar100, "
+                            f"imagenet16-120; use --gt-metric test and one of those datasets")
+        arch_col, acc_col = "ArchitectureString", NATS_COLUMNS[dataset]
+    elif "arch" in header and "accuracy" in header:
+        if metric != "valid":
+            raise UserError(f"{path} has one accuracy column (arch,accuracy); --gt-metric {metric} needs an NB201 "
+                            f"table with train/validation/test columns")
+        arch_col, acc_col = "arch", "accuracy"
+    else:
+        raise UserError(f"{path}: unknown table layout {header[:4]}...; accepted: NB201 'arch str,...,validation "
+                        f"accuracy', NATS 'CIFAR10TestAccuracy200Epochs,...,ArchitectureString', or 'arch,accuracy'")
+    table, lines = {}, {}
+    for line, row in enumerate(reader, start=2):
+        try:
+            arch, acc = arch_to_str(str_to_arch(row[arch_col])), float(row[acc_col])
+        except (UserError, ValueError, TypeError) as e:
+            raise UserError(f"{path}:{line}: {e}") from None
+        if not math.isfinite(acc):
+            raise UserError(f"{path}:{line}: accuracy {row[acc_col]!r} of {arch} is not a finite number")
+        if arch in table:
+            raise UserError(f"{path}:{line}: {arch} is listed twice (first on line {lines[arch]})")
+        table[arch], lines[arch] = acc, line
     if not table:
         raise UserError(f"{path} has no rows")
     return table

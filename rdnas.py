@@ -147,20 +147,6 @@ class Config:
 
 
 MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
-CHOICES = {"space": ("nb201", "resnet48"), "mode": MODES, "ops": ("nb201", "no-none"),
-           "dataset": ("cifar10", "cifar10-valid", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
-           "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
-           "rd_schedule": ("sin", "constant"), "bn": ("train", "recal"), "gt_metric": ("train", "valid", "test"),
-           "search": ("evolution", "random")}
-POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
-                   "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
-# (field, lowest, highest) for the real-valued flags; --lr and --pretrain-lr must also be > 0
-FLOAT_RANGES = (("lr", 0, math.inf), ("pretrain_lr", 0, math.inf), ("lr_min", 0, math.inf), ("momentum", 0, 1),
-                ("weight_decay", 0, math.inf), ("grad_clip", 0, math.inf), ("margin", 0, math.inf),
-                ("rd_weight", 0, math.inf), ("mutate_prob", 0, 1), ("mu", -1, math.inf))
-NON_NEGATIVE_FIELDS = ("seed", "eval_seed", "resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
-                       "pretrain_epochs", "workers")
-
 # Presets: one literal dict per space and setting; explicit flags override them.
 PRESETS = {"nb201": {
     # NB201's weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config: SGD
@@ -199,46 +185,7 @@ PRESETS = {"nb201": {
 }}
 
 
-def parse_args(argv=None):
-    """argv -> Config. Precedence: explicit flag > PRESETS[space][preset] > Config defaults."""
-    p = argparse.ArgumentParser(description="RD-NAS (Dong et al., ICASSP 2023). Defaults shown are before --preset.")
-    for f in dataclasses.fields(Config):
-        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            p.add_argument(flag, type=typ, default=None, choices=CHOICES.get(f.name), help=f"{help} (default: {f.default!r})")
-    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
-    space, preset = args.get("space", Config.space), args.get("preset", Config.preset)
-    if preset not in PRESETS[space]:
-        p.error(f"argument --preset: invalid choice for --space {space}: {preset!r} (choose from {', '.join(PRESETS[space])})")
-    values = dict(PRESETS[space][preset])
-    recipe = values.pop("standalone", {})
-    if args.get("mode") in ("standalone", "build-gt"):   # training one arch from scratch has its own recipe
-        values.update(recipe)
-    if args.get("dataset") == "cifar10-valid":               # NB201's name of the protocol --dataset cifar10 runs
-        args["dataset"] = "cifar10"
-    cfg = dataclasses.replace(Config(), **{**values, **args})
-    for names, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
-        for name in names:
-            if getattr(cfg, name) < least:
-                p.error(f"argument --{name.replace('_', '-')}: must be >= {least}, got {getattr(cfg, name)}")
-    for name, low, high in FLOAT_RANGES:
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and low <= value <= high and (name not in ("lr", "pretrain_lr") or value > 0)):
-            span = f"{'(0' if name in ('lr', 'pretrain_lr') else f'[{low:g}'}, " + (f"{high:g}]" if high < math.inf else "inf)")
-            p.error(f"argument --{name.replace('_', '-')}: must be a finite number in {span}, got {value}")
-    if 0 < cfg.resolution < 8:
-        p.error(f"argument --resolution: must be 0 (native) or >= 8 (two reductions halve it twice), got {cfg.resolution}")
-    if cfg.space == "resnet48":
-        nb201_only = [f for f in ("ops", "C", "N") if f in args]
-        if nb201_only:
-            p.error(f"--{', --'.join(nb201_only)} set the NB201 space; --space resnet48 has its own (see --base-width)")
-    return cfg
-
-
-# ---- Device, seed, files ----
+# ---- Device and seed ----
 
 def get_device(name="auto"):
     """--device auto picks cuda, then mps, then cpu; a device this machine lacks is a one-line error."""
@@ -264,30 +211,6 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def atomic_write(path, write):
-    """Write a file so that a killed process leaves either the old or the new version, never half of one:
-    `write(tmp)` fills a temporary file that is then renamed. A failed write removes it, and a full disk is a
-    one-line error that says the old file is intact."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e):
-            raise UserError(f"no space left writing {path}; the last {os.path.basename(path)} is intact") from None
-        raise
-
-
-def atomic_write_text(path, text):
-    """atomic_write of a text file."""
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
 
 
 # ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020; Sec. 3.2) ----
@@ -954,8 +877,6 @@ def rd_lambda(epoch, epochs, schedule="sin"):
     return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
 
 
-
-
 # ---- One-shot training steps: SPOS, FairNAS, Sandwich and RD-NAS (Sec. 2.2, Tables 1, 2 and 4) ----
 # Each step runs forward and backward for one batch and returns (stats, the archs it trained); the
 # training loop zeroes, clips and steps the optimizer around it.
@@ -1162,7 +1083,6 @@ def eval_count(n):
     return int(n)
 
 
-
 def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None, key=arch_to_str, every=0):
     """Rank `archs` by supernet accuracy on the held-out images; with a ground truth {key(arch): accuracy},
     also rank_metrics against it. `recal_loader()` gives the training batches of --bn recal."""
@@ -1181,12 +1101,7 @@ def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=Non
     return record
 
 
-# ---- Runs: folders, logs, checkpoints ----
-
-# Config fields a resumed run may change; every other field must match the checkpoint.
-RESUME_FREE = {"resume", "out", "device", "log_every", "plot", "data", "eval_every", "eval_batch_size", "mode",
-               "runs", "ckpt"}
-
+# ---- Runs: the state the loop keeps, logs, evaluations (folders, locks and resume: Part III) ----
 
 @dataclasses.dataclass
 class Run:
@@ -1206,107 +1121,10 @@ class Run:
         return os.path.join(self.out, "ckpt.pt")
 
 
-def run_dir(cfg):
-    """--out, or runs/<space>-<dataset>-<method>-seed<seed>; created if missing, checked writable before any work."""
-    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
-    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out} is a file, not a folder; choose a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, f".write-test{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise UserError(f"--out {out} is not writable ({e.strerror}); choose another folder") from None
-    return out
-
-
-def lock_run_folder(out):
-    """Own `out` for this process: <out>/run.lock holds our PID. A lock whose process is gone (a killed run) is
-    taken over; one whose process lives is a one-line error. Temporary files left by killed writes are removed."""
-    path = os.path.join(out, "run.lock")
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(open(path).read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and pid_alive(pid):
-                raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or choose another --out") from None
-            os.remove(path)                                  # stale: its process was killed
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        for name in os.listdir(out):
-            if re.search(r"\.tmp\d+$", name):
-                os.remove(os.path.join(out, name))
-        return path
-    raise UserError(f"{out}: could not take {path}; another run may be starting there")
-
-
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def unlock_run_folder(out):
-    path = os.path.join(out, "run.lock")
-    try:
-        if int(open(path).read().strip() or 0) == os.getpid():
-            os.remove(path)
-    except (OSError, ValueError):
-        pass
-
-
-def open_run(cfg, main=True, world=1):
-    """The run of --out, locked for this process; a folder that holds a run is refused unless --resume, and
-    --resume on a folder without one is refused too."""
-    run = Run(run_dir(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, main=main)
-    if main:
-        lock_run_folder(run.out)
-    if os.path.exists(run.ckpt) and not cfg.resume:
-        raise UserError(f"{run.out} already holds a run; pass --resume to continue it or choose another --out")
-    if cfg.resume and not os.path.exists(run.ckpt):
-        raise UserError(f"--resume: {run.out} holds no run to resume (no ckpt.pt); run without --resume to start one")
-    if main and not cfg.resume and os.path.exists(os.path.join(run.out, "log.jsonl")):
-        os.remove(os.path.join(run.out, "log.jsonl"))        # the log of a run killed before its first checkpoint
-    return run
-
-
 def log_json(out, record):
     """Append one JSON line to <out>/log.jsonl and flush it (the machine-readable twin of the printed lines)."""
     with open(os.path.join(out, "log.jsonl"), "a") as f:
         f.write(json.dumps(record) + "\n")
-
-
-def save_checkpoint(path, **state):
-    """One dict {model, optimizer, config, epoch, rng, ...}, written to a temporary file and renamed."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_checkpoint(path, cfg=None):
-    """Load a checkpoint; a corrupt file or one made with a different config is a one-line UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"checkpoint {path!r} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = ckpt["config"]
-    except Exception as e:
-        raise UserError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): {type(e).__name__}: {e}") from None
-    if cfg is not None:
-        diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in dataclasses.asdict(cfg).items()
-                if k not in RESUME_FREE and saved.get(k) != v]
-        if diff:
-            raise UserError(f"checkpoint {path} was made with a different config: {', '.join(diff)}")
-    return ckpt
 
 
 def checkpoint(run, net, opt, sampler=None):
@@ -1316,57 +1134,6 @@ def checkpoint(run, net, opt, sampler=None):
                         epoch=run.epoch, history=run.history, world_size=run.world, data=run.data,
                         rng=dict(python=run.rng.getstate(), data=run.gen.get_state() if run.gen is not None else None,
                                  torch=torch.get_rng_state(), fallbacks=sampler.fallbacks if sampler else 0))
-
-
-def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
-    """--resume: the weights, the optimizer, the epochs done, the rankings and every random generator."""
-    ckpt = load_checkpoint(run.ckpt, cfg)
-    if ckpt.get("data", run.data) != run.data:
-        raise UserError(f"{run.ckpt} was trained on other data than --data {cfg.data} holds now (fingerprint "
-                        f"{ckpt['data']}, now {run.data}); resume with the same data files")
-    if ckpt["world_size"] != run.world:
-        raise UserError(f"{run.ckpt} was written by {ckpt['world_size']} processes; resume it with the same "
-                        f"--nproc_per_node (now {run.world})")
-    net.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    run.epoch, run.history = ckpt["epoch"], ckpt["history"]
-    run.rng.setstate(ckpt["rng"]["python"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    if run.gen is not None:
-        run.gen.set_state(ckpt["rng"]["data"])
-    if sampler is not None:
-        sampler.fallbacks = ckpt["rng"]["fallbacks"]
-    if run.main:
-        trim_log(run)
-        print(f"resumed {run.out} after epoch {run.epoch}/{total_epochs or cfg.epochs}")
-
-
-def trim_log(run):
-    """Drop the log.jsonl records written after the checkpoint (and a line cut short by a kill), so that the log
-    of a resumed run reads as if the run had never stopped."""
-    path = os.path.join(run.out, "log.jsonl")
-    if not os.path.exists(path):
-        return
-    evaluated = {h["epoch"] for h in run.history}
-    kept = []
-    for line in open(path):
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("event") == "config" or (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or \
-                (r.get("event") == "eval" and r["epoch"] in evaluated):
-            kept.append(json.dumps(r) + "\n")
-    atomic_write_text(path, "".join(kept))
-
-
-def data_fingerprint(*tensors):
-    """A cheap identity of the loaded data (shapes and a hash of the bytes), so that --resume refuses other data."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def format_eta(seconds):
@@ -1880,8 +1647,6 @@ def build_resnet48(cfg, num_classes, device):
     return ResNet48Supernet(num_classes, base).to(device), base
 
 
-
-
 def train_resnet48(cfg):
     """The two stages of Sec. 3.1, each one call of Part I's train(): SPOS pre-training (--pretrain-epochs at
     --pretrain-lr, skipped with --init), then --epochs of --method.
@@ -2006,6 +1771,240 @@ def rank_main(cfg):
 # (Table 3), summaries over runs (Tables 2-4), stand-alone training for a ground truth, speed benchmarks.
 # =====================================================================================================
 
+# ---- Command line: the flags and their checks ----
+
+CHOICES = {"space": ("nb201", "resnet48"), "mode": MODES, "ops": ("nb201", "no-none"),
+           "dataset": ("cifar10", "cifar10-valid", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
+           "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
+           "rd_schedule": ("sin", "constant"), "bn": ("train", "recal"), "gt_metric": ("train", "valid", "test"),
+           "search": ("evolution", "random")}
+POSITIVE_FIELDS = ("C", "N", "batch_size", "candidates", "max_tries", "eval_batch_size", "bn_batches", "proxy_batch",
+                   "budget", "population", "topk", "gt_archs", "gt_seeds", "log_every", "bench_archs", "base_width")
+# (field, lowest, highest) for the real-valued flags; --lr and --pretrain-lr must also be > 0
+FLOAT_RANGES = (("lr", 0, math.inf), ("pretrain_lr", 0, math.inf), ("lr_min", 0, math.inf), ("momentum", 0, 1),
+                ("weight_decay", 0, math.inf), ("grad_clip", 0, math.inf), ("margin", 0, math.inf),
+                ("rd_weight", 0, math.inf), ("mutate_prob", 0, 1), ("mu", -1, math.inf))
+NON_NEGATIVE_FIELDS = ("seed", "eval_seed", "resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
+                       "pretrain_epochs", "workers")
+
+def parse_args(argv=None):
+    """argv -> Config. Precedence: explicit flag > PRESETS[space][preset] > Config defaults."""
+    p = argparse.ArgumentParser(description="RD-NAS (Dong et al., ICASSP 2023). Defaults shown are before --preset.")
+    for f in dataclasses.fields(Config):
+        flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+            p.add_argument(flag, type=typ, default=None, choices=CHOICES.get(f.name), help=f"{help} (default: {f.default!r})")
+    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    space, preset = args.get("space", Config.space), args.get("preset", Config.preset)
+    if preset not in PRESETS[space]:
+        p.error(f"argument --preset: invalid choice for --space {space}: {preset!r} (choose from {', '.join(PRESETS[space])})")
+    values = dict(PRESETS[space][preset])
+    recipe = values.pop("standalone", {})
+    if args.get("mode") in ("standalone", "build-gt"):   # training one arch from scratch has its own recipe
+        values.update(recipe)
+    if args.get("dataset") == "cifar10-valid":               # NB201's name of the protocol --dataset cifar10 runs
+        args["dataset"] = "cifar10"
+    cfg = dataclasses.replace(Config(), **{**values, **args})
+    for names, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
+        for name in names:
+            if getattr(cfg, name) < least:
+                p.error(f"argument --{name.replace('_', '-')}: must be >= {least}, got {getattr(cfg, name)}")
+    for name, low, high in FLOAT_RANGES:
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and low <= value <= high and (name not in ("lr", "pretrain_lr") or value > 0)):
+            span = f"{'(0' if name in ('lr', 'pretrain_lr') else f'[{low:g}'}, " + (f"{high:g}]" if high < math.inf else "inf)")
+            p.error(f"argument --{name.replace('_', '-')}: must be a finite number in {span}, got {value}")
+    if 0 < cfg.resolution < 8:
+        p.error(f"argument --resolution: must be 0 (native) or >= 8 (two reductions halve it twice), got {cfg.resolution}")
+    if cfg.space == "resnet48":
+        nb201_only = [f for f in ("ops", "C", "N") if f in args]
+        if nb201_only:
+            p.error(f"--{', --'.join(nb201_only)} set the NB201 space; --space resnet48 has its own (see --base-width)")
+    return cfg
+
+
+# ---- Run folders: locks, atomic writes, checkpoints, resume ----
+
+# Config fields a resumed run may change; every other field must match the checkpoint.
+RESUME_FREE = {"resume", "out", "device", "log_every", "plot", "data", "eval_every", "eval_batch_size", "mode",
+               "runs", "ckpt"}
+
+
+def atomic_write(path, write):
+    """Write a file so that a killed process leaves either the old or the new version, never half of one:
+    `write(tmp)` fills a temporary file that is then renamed. A failed write removes it, and a full disk is a
+    one-line error that says the old file is intact."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left" in str(e):
+            raise UserError(f"no space left writing {path}; the last {os.path.basename(path)} is intact") from None
+        raise
+
+
+def atomic_write_text(path, text):
+    """atomic_write of a text file."""
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def run_dir(cfg):
+    """--out, or runs/<space>-<dataset>-<method>-seed<seed>; created if missing, checked writable before any work."""
+    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
+    out = cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder; choose a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, f".write-test{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--out {out} is not writable ({e.strerror}); choose another folder") from None
+    return out
+
+
+def lock_run_folder(out):
+    """Own `out` for this process: <out>/run.lock holds our PID. A lock whose process is gone (a killed run) is
+    taken over; one whose process lives is a one-line error. Temporary files left by killed writes are removed."""
+    path = os.path.join(out, "run.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(open(path).read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and pid_alive(pid):
+                raise UserError(f"{out} is in use by another run (pid {pid}); wait for it or choose another --out") from None
+            os.remove(path)                                  # stale: its process was killed
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        for name in os.listdir(out):
+            if re.search(r"\.tmp\d+$", name):
+                os.remove(os.path.join(out, name))
+        return path
+    raise UserError(f"{out}: could not take {path}; another run may be starting there")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def unlock_run_folder(out):
+    path = os.path.join(out, "run.lock")
+    try:
+        if int(open(path).read().strip() or 0) == os.getpid():
+            os.remove(path)
+    except (OSError, ValueError):
+        pass
+
+
+def open_run(cfg, main=True, world=1):
+    """The run of --out, locked for this process; a folder that holds a run is refused unless --resume, and
+    --resume on a folder without one is refused too."""
+    run = Run(run_dir(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, main=main)
+    if main:
+        lock_run_folder(run.out)
+    if os.path.exists(run.ckpt) and not cfg.resume:
+        raise UserError(f"{run.out} already holds a run; pass --resume to continue it or choose another --out")
+    if cfg.resume and not os.path.exists(run.ckpt):
+        raise UserError(f"--resume: {run.out} holds no run to resume (no ckpt.pt); run without --resume to start one")
+    if main and not cfg.resume and os.path.exists(os.path.join(run.out, "log.jsonl")):
+        os.remove(os.path.join(run.out, "log.jsonl"))        # the log of a run killed before its first checkpoint
+    return run
+
+
+def save_checkpoint(path, **state):
+    """One dict {model, optimizer, config, epoch, rng, ...}, written to a temporary file and renamed."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path, cfg=None):
+    """Load a checkpoint; a corrupt file or one made with a different config is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path!r} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ckpt["config"]
+    except Exception as e:
+        raise UserError(f"checkpoint {path!r} is unreadable (corrupt or truncated?): {type(e).__name__}: {e}") from None
+    if cfg is not None:
+        diff = [f"{k}={saved.get(k)!r} (now {v!r})" for k, v in dataclasses.asdict(cfg).items()
+                if k not in RESUME_FREE and saved.get(k) != v]
+        if diff:
+            raise UserError(f"checkpoint {path} was made with a different config: {', '.join(diff)}")
+    return ckpt
+
+
+def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
+    """--resume: the weights, the optimizer, the epochs done, the rankings and every random generator."""
+    ckpt = load_checkpoint(run.ckpt, cfg)
+    if ckpt.get("data", run.data) != run.data:
+        raise UserError(f"{run.ckpt} was trained on other data than --data {cfg.data} holds now (fingerprint "
+                        f"{ckpt['data']}, now {run.data}); resume with the same data files")
+    if ckpt["world_size"] != run.world:
+        raise UserError(f"{run.ckpt} was written by {ckpt['world_size']} processes; resume it with the same "
+                        f"--nproc_per_node (now {run.world})")
+    net.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    run.epoch, run.history = ckpt["epoch"], ckpt["history"]
+    run.rng.setstate(ckpt["rng"]["python"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if run.gen is not None:
+        run.gen.set_state(ckpt["rng"]["data"])
+    if sampler is not None:
+        sampler.fallbacks = ckpt["rng"]["fallbacks"]
+    if run.main:
+        trim_log(run)
+        print(f"resumed {run.out} after epoch {run.epoch}/{total_epochs or cfg.epochs}")
+
+
+def trim_log(run):
+    """Drop the log.jsonl records written after the checkpoint (and a line cut short by a kill), so that the log
+    of a resumed run reads as if the run had never stopped."""
+    path = os.path.join(run.out, "log.jsonl")
+    if not os.path.exists(path):
+        return
+    evaluated = {h["epoch"] for h in run.history}
+    kept = []
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("event") == "config" or (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or \
+                (r.get("event") == "eval" and r["epoch"] in evaluated):
+            kept.append(json.dumps(r) + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
+def data_fingerprint(*tensors):
+    """A cheap identity of the loaded data (shapes and a hash of the bytes), so that --resume refuses other data."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 # ---- Data files: Fashion-MNIST (IDX), CIFAR-10/100, ImageNet16-120 ----
 
 def read_idx(path):
@@ -2090,7 +2089,6 @@ def load_imagenet16(root, classes=120):
         keep = y < classes
         return torch.from_numpy(x[keep]), torch.from_numpy(y[keep])
     return part([f"train_data_batch_{i}" for i in range(1, 11)]) + part(["val_data"])
-
 
 
 # ---- Ground truth: NAS-Bench-201 tables ----
@@ -2194,7 +2192,6 @@ def export_benchmark(api, out_dir, hp="200"):
                             info["train-accuracy"], info["valid-accuracy"], info["test-accuracy"]])
         written.append(path)
     return written
-
 
 
 def ground_truth(cfg):
@@ -2683,7 +2680,6 @@ def build_ground_truth(cfg):
     return os.path.join(out, "gt.csv")
 
 
-
 # ---- Benchmarks: speed and memory as ratios measured in one run (--mode bench) ----
 
 def median_time(fn, repeats):
@@ -2808,8 +2804,6 @@ def bench(cfg):
         os.makedirs(cfg.out, exist_ok=True)
         atomic_write_text(os.path.join(cfg.out, "bench.json"), json.dumps(results, indent=1))
     return results
-
-
 
 
 if __name__ == "__main__":

@@ -416,9 +416,10 @@ class NB201Supernet(NB201Macro):
 def load_dataset(cfg):
     """-> dict(train=(x, y), valid=(x, y), num_classes, in_channels, split) with uint8 images (N, C, H, W).
 
-    cifar10 trains on one half of the training set and ranks on the other (as NB201's cifar10-valid);
-    cifar100 and imagenet16-120 rank on one half of the test / validation set (as NB201's x-valid).
-    The halves are a seeded random split (SPLIT_SEED), not NB201's own split files.
+    cifar10 trains on NAS-Bench-201's `train` 25k of the training set and ranks on its `valid` 25k (the
+    cifar10-valid protocol); cifar100 trains on the training set and ranks on NB201's `xvalid` half of the test
+    set; images missing from a partial folder are skipped and counted. imagenet16-120 ranks on a seeded random
+    half of its validation set (SPLIT_SEED; NB201's own split file for it is not shipped).
     """
     name, root = cfg.dataset, cfg.data
     split = {}
@@ -427,14 +428,16 @@ def load_dataset(cfg):
     elif name == "fashion-mnist":
         xtr, ytr, xva, yva = load_fashion_mnist(root)
     elif name in ("cifar10", "cifar100"):
-        xtr, ytr, xte, yte = load_cifar(root, name)
-        if name == "cifar10":   # 25k train / 25k held out, both from the training set
-            a, b = split_indices(len(xtr))
-            xtr, ytr, xva, yva = xtr[a], ytr[a], xtr[b], ytr[b]
-        else:                   # half of the test set
-            a, b = split_indices(len(xte))
-            xva, yva = xte[a], yte[a]
-        split = {"train_or_test_half_a": a.tolist()}
+        xtr, ytr, ptr, xte, yte, pte = load_cifar(root, name)
+        if name == "cifar10":                                # NB201 cifar10-valid: train / valid of the 50k
+            train, valid = nb201_split("train")[ptr], nb201_split("valid")[ptr]
+            xtr, ytr, xva, yva = xtr[train], ytr[train], xtr[valid], ytr[valid]
+            split = dict(split="nb201 cifar10-valid", train=len(xtr), valid=len(xva),
+                         missing_train=25000 - len(xtr), missing_valid=25000 - len(xva))
+        else:                                                # NB201 cifar100: x-valid half of the test set
+            valid = nb201_split("xvalid")[pte]
+            xva, yva = xte[valid], yte[valid]
+            split = dict(split="nb201 cifar100 x-valid", train=len(xtr), valid=len(xva), missing_valid=5000 - len(xva))
     elif name == "imagenet16-120":
         xtr, ytr, xte, yte = load_imagenet16(root)
         a, _ = split_indices(len(xte))
@@ -2058,19 +2061,49 @@ def download_fashion_mnist(root):
 
 
 def load_cifar(root, name):
-    """CIFAR-10/100 through torchvision (downloads when missing) -> uint8 tensors."""
-    import torchvision  # imported here: only the CIFAR datasets need it
-    cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-    try:
-        parts = [cls(root, train=t, download=True) for t in (True, False)]
-    except Exception as e:  # offline or unwritable: say where the files go
-        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
-        raise UserError(f"{name} is not in {root!r} and could not be downloaded ({type(e).__name__}); "
-                        f"put the extracted {folder}/ folder there and pass --data {root}") from None
-    out = []
-    for d in parts:
-        out += [torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets, dtype=torch.int64)]
-    return out
+    """CIFAR-10/100 from the standard python folder (`cifar-10-batches-py/`, `cifar-100-python/`, as torchvision
+    extracts it), read with pickle -> (x_train, y_train, pos_train, x_test, y_test, pos_test): uint8 images
+    (N, 3, 32, 32), labels, and each image's position in the original order. A batch may hold fewer rows than
+    the original; its `indices` key then gives each row's position. torchvision downloads the folder when it
+    is missing (its own class would reject a partial folder, hence pickle)."""
+    folder = os.path.join(root, "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python")
+    if not os.path.isdir(folder):
+        try:
+            import torchvision                               # only the download needs it
+            (torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100)(root, download=True)
+        except Exception as e:                               # offline or unwritable: say where the files go
+            raise UserError(f"{name} is not in {root!r} and could not be downloaded ({type(e).__name__}); put the "
+                            f"extracted {os.path.basename(folder)}/ folder there and pass --data {root}") from None
+    train = [f"data_batch_{k}" for k in range(1, 6)] if name == "cifar10" else ["train"]
+    label = b"labels" if name == "cifar10" else b"fine_labels"
+    def part(files, rows_per_file):
+        xs, ys, ps = [], [], []
+        for k, file in enumerate(files):
+            path = find_file(folder, [file], f"{name} batch")
+            try:
+                with open(path, "rb") as f:
+                    d = pickle.load(f, encoding="bytes")
+                x = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                y = np.asarray(d[label], dtype=np.int64)
+            except Exception as e:
+                raise UserError(f"{path} is not a CIFAR python batch ({type(e).__name__}); replace it with the original") from None
+            xs.append(x), ys.append(y)
+            ps.append(k * rows_per_file + np.asarray(d.get(b"indices", range(len(x))), dtype=np.int64))
+        return [torch.from_numpy(np.concatenate(v)) for v in (xs, ys, ps)]
+    return part(train, 10000 if name == "cifar10" else 50000) + part(["test_batch" if name == "cifar10" else "test"], 10000)
+
+
+NB201_SPLITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks", "nb201_splits.json.gz")
+
+
+def nb201_split(name):
+    """NAS-Bench-201's own split as a boolean mask over the original order (benchmarks/nb201_splits.json.gz, made
+    from AutoDL-Projects' cifar-split.txt and cifar100-test-split.txt): cifar10-valid `train` / `valid` over
+    CIFAR-10's 50,000 training images, cifar100 `xvalid` / `xtest` over CIFAR-100's 10,000 test images."""
+    with gzip.open(NB201_SPLITS, "rt") as f:
+        entry = json.load(f)[name]
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(entry["bits"]), dtype=np.uint8))[: entry["n"]]
+    return torch.from_numpy(bits.astype(bool))
 
 
 def load_imagenet16(root, classes=120):

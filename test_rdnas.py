@@ -9,6 +9,7 @@ import gzip
 import json
 import math
 import os
+import pickle
 import random
 import re
 import struct
@@ -149,6 +150,56 @@ def test_missing_cifar_offline_gives_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(UserError, match="cifar-10-batches-py"):
         rdnas.load_cifar(str(tmp_path), "cifar10")
+
+
+def write_cifar10(root, rows=3, indices=True):
+    """A small cifar-10-batches-py folder: `rows` images per batch at known original positions."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    g = np.random.default_rng(0)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        idx = sorted(g.choice(10000, rows, replace=False).tolist())
+        batch = {b"data": g.integers(0, 255, (rows, 3072), dtype=np.uint8), b"labels": g.integers(0, 10, rows).tolist(),
+                 b"batch_label": name.encode()}
+        if indices:
+            batch[b"indices"] = idx
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return folder
+
+
+@pytest.mark.parametrize("indices", [True, False])
+def test_cifar_folder_with_partial_batches_and_nb201_split(indices, tmp_path):
+    folder = write_cifar10(tmp_path, rows=40, indices=indices)
+    xtr, ytr, ptr, xte, yte, pte = rdnas.load_cifar(str(tmp_path), "cifar10")
+    batches = [pickle.load(open(folder / f"data_batch_{k}", "rb")) for k in range(1, 6)]
+    expected = [k * 10000 + (i if indices else n) for k, b in enumerate(batches)
+                for n, i in enumerate(b.get(b"indices", range(40)))]
+    assert ptr.tolist() == expected and len(pte) == 40                 # (batch - 1) * 10000 + index
+    first = batches[0][b"data"][0].reshape(3, 32, 32)                   # R, G, B planes, row-major
+    assert np.array_equal(xtr[0].numpy(), first) and ytr[0] == batches[0][b"labels"][0]
+    data = rdnas.load_dataset(rdnas.parse_args(["--dataset", "cifar10", "--data", str(tmp_path)]))
+    train, valid = rdnas.nb201_split("train"), rdnas.nb201_split("valid")
+    assert data["split"]["train"] == int(train[ptr].sum()) and data["split"]["valid"] == int(valid[ptr].sum())
+    assert data["split"]["train"] + data["split"]["valid"] == 200                # every image is in one half
+    assert data["split"]["missing_train"] == 25000 - data["split"]["train"]
+    keep = train[ptr]
+    assert torch.equal(data["train"][0], xtr[keep]) and torch.equal(data["valid"][1], ytr[~keep])
+
+
+def test_nb201_split_masks_partition_their_sets():
+    train, valid = rdnas.nb201_split("train"), rdnas.nb201_split("valid")
+    assert len(train) == 50000 and train.sum() == valid.sum() == 25000 and not (train & valid).any()
+    xvalid, xtest = rdnas.nb201_split("xvalid"), rdnas.nb201_split("xtest")
+    assert len(xvalid) == 10000 and xvalid.sum() == xtest.sum() == 5000 and not (xvalid & xtest).any()
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(SHARED, "nb201-splits")), reason="../shared/data is absent")
+def test_nb201_split_masks_round_trip_to_the_published_lists():
+    for file, names in (("cifar-split.txt", ("train", "valid")), ("cifar100-test-split.txt", ("xvalid", "xtest"))):
+        published = json.load(open(os.path.join(SHARED, "nb201-splits", file)))
+        for name in names:
+            assert rdnas.nb201_split(name).nonzero().flatten().tolist() == sorted(int(i) for i in published[name][1])
 
 
 def test_imagenet16_reader_keeps_120_classes(tmp_path):

@@ -9,6 +9,7 @@ ARCHS=${ARCHS:?set ARCHS to the competition JSON (CVPR_2022_NAS_Track1_test.json
 GPUS=${GPUS:-8}
 OUT=${OUT:-runs/resnet48-rd-hamming}
 
+resume=""; [ -f "$OUT/ckpt.pt" ] && resume=--resume    # continue a stopped run
 torchrun --nproc_per_node="$GPUS" rdnas.py --space resnet48 --preset paper --data "$DATA" \
-  --method rd --sampler hamming --teacher flops --out "$OUT" --resume
+  --method rd --sampler hamming --teacher flops --out "$OUT" $resume
 python rdnas.py --space resnet48 --preset paper --data "$DATA" --mode rank --archs "$ARCHS" --out "$OUT"

@@ -1093,7 +1093,7 @@ def test_presets_and_the_standalone_recipe_precedence():
     assert (paper.dataset, paper.C, paper.N, paper.epochs, paper.lr, paper.batch_size) == ("cifar10", 16, 5, 250, 0.025, 64)
     alone = rdnas.parse_args(["--mode", "standalone", "--arch", IDX0])
     assert (alone.epochs, alone.lr, alone.batch_size) == (200, 0.1, 256)          # NB201's stand-alone recipe
-    gt = rdnas.parse_args(["--preset", "cpu", "--mode", "build-gt", "--epochs", "9"])
+    gt = rdnas.parse_args(["--preset", "cpu", "--dataset", "fashion-mnist", "--mode", "build-gt", "--epochs", "9"])
     assert (gt.epochs, gt.lr, gt.valid_subset, gt.C, gt.N, gt.resolution) == (9, 0.05, 0, 8, 1, 16)  # flag wins
     assert rdnas.parse_args(["--space", "resnet48"]).epochs == 70
     with pytest.raises(SystemExit):
@@ -1123,8 +1123,15 @@ def test_shipped_fashion_mnist_ground_truth_is_sane_and_the_default():
         assert (np.mean(s) < 15) == (not is_connected(str_to_arch(a))), a
     recipe = json.load(open(os.path.join(os.path.dirname(GT), "fmnist_gt_recipe.json")))
     assert (recipe["dataset"], recipe["resolution"], recipe["C"], recipe["N"]) == ("fashion-mnist", 16, 8, 1)
-    assert rdnas.default_benchmark(rdnas.parse_args(["--preset", "cpu"])) == GT
-    assert rdnas.default_benchmark(rdnas.parse_args(["--preset", "cpu", "--C", "16"])) == ""
+    fmnist = ["--preset", "cpu", "--dataset", "fashion-mnist"]
+    assert rdnas.default_benchmark(rdnas.parse_args(fmnist)) == GT
+    assert rdnas.default_benchmark(rdnas.parse_args(fmnist + ["--C", "16"])) == ""
+    cpu = rdnas.parse_args(["--preset", "cpu"])                     # the cpu preset: CIFAR-10 against NB201's table
+    assert (cpu.dataset, cpu.train_subset, cpu.epochs) == ("cifar10", 0, 4)
+    assert rdnas.default_benchmark(cpu) == rdnas.SHIPPED_NB201
+    old = rdnas.parse_args(fmnist)                                  # the Fashion-MNIST recipe of results/ is kept
+    assert (old.data, old.train_subset, old.valid_subset, old.epochs, old.C, old.N, old.resolution) == \
+        ("/usr/share/datasets/fashion-mnist", 10000, 2000, 6, 8, 1, 16)
 
 
 def test_help_documents_every_flag(capsys):
@@ -1424,3 +1431,28 @@ def test_shipped_nb201_table_equals_the_source_tables():
             source = rdnas.load_benchmark(os.path.join(SHARED, f"nb201_{name}_200ep_train_valid_test.csv"), dataset, metric)
             assert rdnas.load_benchmark(rdnas.SHIPPED_NB201, dataset, metric) == source
     assert rdnas.load_benchmark(rdnas.SHIPPED_NB201, column="cifar10_test") == rdnas.load_benchmark(NATS, "cifar10", "test")
+
+
+def test_channels_last_gives_the_same_supernet_and_resumes_exactly(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    sn = NB201Supernet(C=8, N=1)
+    nhwc = NB201Supernet(C=8, N=1).to(memory_format=torch.channels_last)
+    nhwc.load_state_dict(sn.state_dict())
+    x = torch.randn(6, 3, 16, 16)
+    for arch in random_archs(4, seed=2):                          # the same function, up to float rounding
+        torch.testing.assert_close(nhwc(x.contiguous(memory_format=torch.channels_last), arch), sn(x, arch),
+                                   rtol=1e-4, atol=1e-5)
+    args = ["--preset", "tiny", "--epochs", "2", "--channels-last", "--benchmark", "none"]
+    straight, _ = rdnas.main(args + ["--out", str(tmp_path / "a")])
+    assert straight.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    real_save = rdnas.save_checkpoint
+    def save_then_die(path, **state):
+        real_save(path, **state)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(rdnas, "save_checkpoint", save_then_die)
+    with pytest.raises(SystemExit, match="interrupted"):
+        rdnas.main(args + ["--out", str(tmp_path / "b")])
+    monkeypatch.setattr(rdnas, "save_checkpoint", real_save)
+    resumed, _ = rdnas.main(args + ["--out", str(tmp_path / "b"), "--resume"])
+    for (k, v), w in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(v, w), k

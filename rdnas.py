@@ -94,7 +94,7 @@ class Config:
     nesterov: bool = arg(True, "Nesterov momentum")
     grad_clip: float = arg(5.0, "clip the gradient norm to this (0 = off)")
     seed: int = arg(0, "seeds weights, data order and subnet draws")
-    channels_last: bool = arg(False, "NHWC memory layout of NB201 nets and batches: about 2x faster steps on this CPU "
+    channels_last: bool = arg(False, "NHWC memory layout of NB201 nets and batches: 1.3-1.9x faster steps on this CPU "
                                      "(--mode bench); float rounding differs from the default layout")
     device: str = arg("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
     # one-shot method (Sec. 2.2)

@@ -71,9 +71,10 @@ def arg(default, help):
 
 @dataclasses.dataclass
 class Config:
+    """The flags of Part I, each with its --help line; Part II adds ResNet48Config's, Part III the tools' (Flags)."""
     space: str = arg("nb201", "search space: nb201 (Sec. 3.2) | resnet48 (Sec. 3.1, Part II)")
-    mode: str = arg("train", "what to do: train, or a tool of Part III (see MODES)")
-    preset: str = arg("paper", "a bundle of defaults from PRESETS: paper | cpu | tiny")
+    mode: str = arg("train", "what to do: train, or a tool of Part III (MODES)")
+    preset: str = arg("paper", "a bundle of defaults (NB201_PRESETS, RESNET48_PRESETS): paper | cpu | tiny")
     # search space and supernet
     ops: str = arg("nb201", "nb201: the 5 ops of the paper (15,625 archs); no-none: the 4 ops the authors' code trained")
     C: int = arg(16, "NB201 initial channels")
@@ -124,39 +125,16 @@ class Config:
     resume: bool = arg(False, "continue the run in --out from its checkpoint")
     log_every: int = arg(50, "steps between progress lines")
     plot: bool = arg(False, "draw the Fig. 1 curve (needs matplotlib)")
-    # Part II: ResNet48 (--space resnet48) only
-    base_width: int = arg(64, "stage widths base * (1, 2, 4, 8); 64 is ResNet48, smaller for CPU runs")
-    pretrain_epochs: int = arg(0, "stage 1 of Sec. 3.1 (90 on ImageNet): SPOS pre-training before --epochs")
-    pretrain_lr: float = arg(0.1, "initial learning rate of the pre-training stage")
-    init: str = arg("", "start from this checkpoint's weights instead of pre-training")
-    archs: str = arg("", "--mode rank: the competition JSON of codes to score")
-    workers: int = arg(4, "DataLoader worker processes (ImageNet)")
-    # Part III: the other modes only
-    proxies: str = arg("flops,params,snip,grasp,synflow,zen,naswot", "--mode proxies / --plot: the proxies to score")
-    search: str = arg("evolution", "--mode search: evolution | random")
-    search_by: str = arg("supernet", "--mode search: supernet or any proxy name (zero-shot search)")
-    budget: int = arg(100, "--mode search: archs evaluated")
-    population: int = arg(20, "--mode search: evolution population")
-    topk: int = arg(5, "--mode search: parents kept per generation")
-    mutate_prob: float = arg(0.2, "--mode search: probability of redrawing each edge's op")
-    ckpt: str = arg("", "--mode search / rank: checkpoint to load (default: <out>/ckpt.pt)")
-    report_tables: str = arg("", "--mode search / summarize: comma-separated NB201/NATS tables for Table 3 (default: those next to --benchmark)")
-    arch: str = arg("", "--mode standalone: the arch string to train")
-    gt_archs: int = arg(150, "--mode build-gt: archs to train from scratch")
-    gt_seeds: int = arg(2, "--mode build-gt: seeds per arch")
-    runs: str = arg("", "--mode summarize: run folders (a glob)")
-    bench_archs: int = arg(20, "--mode bench: archs timed per figure (median over them)")
+    proxies: str = arg("flops,params,snip,grasp,synflow,zen,naswot",
+                       "the proxies drawn as lines in Fig. 1 (--plot) and scored by --mode proxies")
 
 
-MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
-# Presets: one literal dict per space and setting; explicit flags override them.
-PRESETS = {"nb201": {
+# Presets: one literal dict per setting (Part II has ResNet48's); explicit flags override them.
+NB201_PRESETS = {
     # NB201's weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config: SGD
     # Nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64; it trains 100 epochs, the RD-NAS paper 250).
     "paper": dict(dataset="cifar10", C=16, N=5, epochs=250, batch_size=64, lr=0.025, lr_min=0.001,
-                  eval_archs="200", bn="train",
-                  # --mode standalone / build-gt: NB201's stand-alone recipe (SGD Nesterov, lr 0.1 cosine, 200 epochs)
-                  standalone=dict(epochs=200, batch_size=256, lr=0.1, lr_min=0.0, weight_decay=5e-4, nesterov=True)),
+                  eval_archs="200", bn="train"),
     # About 1.5 minutes per run on 2 CPU cores: the paper's benchmark scaled down (README: "pilot"). CIFAR-10 with
     # NB201's split at 16x16, C=8, N=1, all 25k training images for 4 epochs, 200 subnets ranked on 2,000
     # held-out images against the shipped NB201 ground truth.
@@ -165,32 +143,13 @@ PRESETS = {"nb201": {
                 channels_last=True,
                 # --dataset fashion-mnist: the Fashion-MNIST mini-benchmark of results/ (our ground truth, made
                 # in the default layout, which it keeps so that its figures reproduce to the digit)
-                fashion_mnist=dict(data="/usr/share/datasets/fashion-mnist", train_subset=10000, epochs=6, channels_last=False,
-                                   # --mode build-gt: the recipe of results/fmnist_gt.csv
-                                   standalone=dict(epochs=4, batch_size=128, lr=0.05, lr_min=0.0, weight_decay=5e-4,
-                                                   valid_subset=0))),
+                fashion_mnist=dict(data="/usr/share/datasets/fashion-mnist", train_subset=10000, epochs=6,
+                                   channels_last=False)),
     # Seconds: the smoke test (synthetic data, tiny net).
     "tiny": dict(dataset="synthetic", resolution=8, C=4, N=1, train_subset=256, valid_subset=128, epochs=2,
                  batch_size=32, lr=0.05, lr_min=0.0, eval_archs="20", eval_batch_size=128, proxy_batch=16,
                  log_every=4, budget=20, population=8, topk=3),
-}, "resnet48": {
-    # Sec. 3.1: pre-train 90 epochs, then 70 epochs at lr 0.001, batch 256, SGD momentum 0.9 (8 GPUs).
-    # Not given by the paper, our choices: pre-training lr 0.1, weight decay 1e-4 (ImageNet ResNet defaults).
-    "paper": dict(dataset="imagenet", data="data/imagenet", resolution=224, base_width=64, epochs=70, lr=0.001,
-                  lr_min=0.0, pretrain_epochs=90, pretrain_lr=0.1, batch_size=256, weight_decay=1e-4,
-                  nesterov=False, method="rd", sampler="hamming", teacher="flops", eval_archs="200",
-                  eval_batch_size=256, bn="recal", bn_batches=10, valid_subset=10000, workers=8, log_every=100),
-    # Minutes on 2 CPU cores: synthetic 32x32 images, 1/4 widths.
-    "cpu": dict(dataset="synthetic", resolution=32, base_width=16, epochs=2, lr=0.01, lr_min=0.0, pretrain_epochs=1,
-                pretrain_lr=0.05, batch_size=32, train_subset=1024, valid_subset=256, weight_decay=1e-4,
-                nesterov=False, method="rd", sampler="hamming", teacher="flops", eval_archs="8", eval_batch_size=128,
-                bn="recal", bn_batches=2, workers=0, log_every=8),
-    # Seconds: tests.
-    "tiny": dict(dataset="synthetic", resolution=32, base_width=8, epochs=1, lr=0.01, lr_min=0.0, pretrain_epochs=1,
-                 pretrain_lr=0.05, batch_size=16, train_subset=64, valid_subset=32, weight_decay=1e-4, nesterov=False,
-                 method="rd", sampler="hamming", teacher="flops", eval_archs="3", eval_batch_size=32, bn="recal",
-                 bn_batches=1, workers=0, log_every=2),
-}}
+}
 
 
 # ---- Device and seed ----
@@ -417,76 +376,10 @@ class NB201Supernet(NB201Macro):
 
 
 # ---- Data ----
-# Every dataset becomes uint8 tensors held in memory (N, C, H, W) plus int64 labels; batches are cut,
-# normalised and augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
-# The file readers (CIFAR, ImageNet16-120, Fashion-MNIST) are in Part III.
-
-def load_dataset(cfg):
-    """-> dict(train=(x, y), valid=(x, y), num_classes, in_channels, split) with uint8 images (N, C, H, W).
-
-    cifar10 trains on NAS-Bench-201's `train` 25k of the training set and ranks on its `valid` 25k (the
-    cifar10-valid protocol); cifar100 trains on the training set and ranks on NB201's `xvalid` half of the test
-    set; images missing from a partial folder are skipped and counted. imagenet16-120 ranks on a seeded random
-    half of its validation set (SPLIT_SEED; NB201's own split file for it is not shipped).
-    """
-    name, root = cfg.dataset, cfg.data
-    split = {}
-    if name == "synthetic":
-        xtr, ytr, xva, yva = make_synthetic(side=cfg.resolution or 16)
-    elif name == "fashion-mnist":
-        xtr, ytr, xva, yva = load_fashion_mnist(root)
-    elif name in ("cifar10", "cifar100"):
-        xtr, ytr, ptr, xte, yte, pte = load_cifar(root, name)
-        if name == "cifar10":                                # NB201 cifar10-valid: train / valid of the 50k
-            train, valid = nb201_split("train")[ptr], nb201_split("valid")[ptr]
-            xtr, ytr, xva, yva = xtr[train], ytr[train], xtr[valid], ytr[valid]
-            split = dict(split="nb201 cifar10-valid", train=len(xtr), valid=len(xva),
-                         missing_train=25000 - len(xtr), missing_valid=25000 - len(xva))
-        else:                                                # NB201 cifar100: x-valid half of the test set
-            valid = nb201_split("xvalid")[pte]
-            xva, yva = xte[valid], yte[valid]
-            split = dict(split="nb201 cifar100 x-valid", train=len(xtr), valid=len(xva), missing_valid=5000 - len(xva))
-    elif name == "imagenet16-120":
-        xtr, ytr, xte, yte = load_imagenet16(root)
-        a, _ = split_indices(len(xte))
-        xva, yva, split = xte[a], yte[a], {"val_half_a": a.tolist()}
-    else:
-        raise UserError(f"--dataset {name} is for --space resnet48 only")
-    if cfg.train_subset:
-        xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
-    if cfg.valid_subset:
-        xva, yva = xva[: cfg.valid_subset], yva[: cfg.valid_subset]
-    if cfg.resolution and xtr.shape[-1] != cfg.resolution:
-        xtr, xva = (resize_uint8(x, cfg.resolution) for x in (xtr, xva))
-    num_classes = int(max(ytr.max(), yva.max())) + 1
-    return dict(train=(xtr, ytr), valid=(xva, yva), num_classes=num_classes, in_channels=xtr.shape[1], split=split)
-
-
-SPLIT_SEED = 777  # fixed: the held-out split never depends on --seed (it is saved in the run folder too)
-
-
-def split_indices(n, seed=SPLIT_SEED):
-    """A seeded random halving of range(n) -> (first half, second half)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[: n // 2], perm[n // 2:]
-
-
-def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
-    """Deterministic, learnable toy data: each class is a fixed random image pattern plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    templates = torch.rand(classes, 3, side, side, generator=g)
-    def part(n):
-        y = torch.randint(classes, (n,), generator=g)
-        x = 0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)   # faint signal, strong noise
-        return (x * 255).to(torch.uint8), y
-    return part(n_train) + part(n_valid)
-
-
-def resize_uint8(x, side):
-    """Area-resize a uint8 image tensor (N, C, H, W) to side x side."""
-    return torch.cat([F.interpolate(c.float(), size=(side, side), mode="area").round().clamp(0, 255).to(torch.uint8)
-                      for c in x.split(4096)])
-
+# load_dataset (Part III) reads a dataset into memory as uint8 images (N, C, H, W) and int64 labels, split as
+# NAS-Bench-201 splits it: CIFAR-10 trains on NB201's `train` 25k of the training set, and the subnets are
+# ranked on its `valid` 25k (the cifar10-valid protocol of Sec. 3.2). Batches are cut, normalised and
+# augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
 
 class Loader:
     """Batches from in-memory uint8 images: normalise with the training set's channel statistics, augment."""
@@ -714,33 +607,6 @@ def parse_proxies(names):
     return names
 
 
-_COST_TABLES = {}
-
-
-def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32, convention="nb201"):
-    """Per-op cost tables for NB201 archs: an arch's FLOPs/params = base + sum over its 6 edges of cost(op).
-
-    Every edge of a cell sees the same shape, so the cost of an op does not depend on its edge; the table
-    comes from counting 6 real networks once (all-`none`, then all-op for each op).
-    """
-    key = (C, N, num_classes, in_channels, resolution, convention)
-    if key not in _COST_TABLES:
-        shape = (in_channels, resolution, resolution)
-        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape, convention)
-        per_op = {}
-        for op in OPS:
-            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape, convention)
-            per_op[op] = tuple((f - b) / 6 for f, b in zip(full, base))
-        _COST_TABLES[key] = (base, per_op)
-    return _COST_TABLES[key]
-
-
-def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32, convention="nb201"):
-    """(MFLOPs, Mparams) of an NB201 arch from the per-op tables, without building its network."""
-    base, per_op = cost_table(C, N, num_classes, in_channels, resolution, convention)
-    return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
-
-
 class Teacher:
     """The zero-cost teacher of RD-NAS (Sec. 2.2): a proxy score per arch, computed once and cached.
 
@@ -772,7 +638,7 @@ class Teacher:
 
 def score_arch(proxy, arch, net_kwargs, batch, seed=0):
     """One proxy score of one NB201 arch (larger = better); -inf for degenerate nets, never NaN."""
-    if proxy in ("flops", "params", "flops_mmcv"):
+    if proxy in ("flops", "params", "flops_mmcv"):                     # from per-op tables (Part III)
         return arch_cost(arch, **net_kwargs, convention="mmcv" if proxy == "flops_mmcv" else "nb201")[proxy == "params"]
     inputs, targets = batch
     res = net_kwargs.get("resolution", inputs.shape[-1])
@@ -1317,6 +1183,40 @@ def main(argv=None):
 # ranking of the competition's archs. Training is Part I's train(), called once per stage.
 # =====================================================================================================
 
+# ---- Config and presets of the ResNet-like space ----
+
+@dataclasses.dataclass
+class ResNet48Config(Config):
+    """Part I's Config and the flags of --space resnet48."""
+    base_width: int = arg(64, "stage widths base * (1, 2, 4, 8); 64 is ResNet48, smaller for CPU runs")
+    pretrain_epochs: int = arg(0, "stage 1 of Sec. 3.1 (90 on ImageNet): SPOS pre-training before --epochs")
+    pretrain_lr: float = arg(0.1, "initial learning rate of the pre-training stage")
+    init: str = arg("", "start from this checkpoint's weights instead of pre-training")
+    archs: str = arg("", "--mode rank: the competition JSON of codes to score")
+    workers: int = arg(4, "DataLoader worker processes (ImageNet)")
+    ckpt: str = arg("", "--mode rank (and search): checkpoint to load (default: <out>/ckpt.pt)")
+
+
+RESNET48_PRESETS = {
+    # Sec. 3.1: pre-train 90 epochs, then 70 epochs at lr 0.001, batch 256, SGD momentum 0.9 (8 GPUs).
+    # Not given by the paper, our choices: pre-training lr 0.1, weight decay 1e-4 (ImageNet ResNet defaults).
+    "paper": dict(dataset="imagenet", data="data/imagenet", resolution=224, base_width=64, epochs=70, lr=0.001,
+                  lr_min=0.0, pretrain_epochs=90, pretrain_lr=0.1, batch_size=256, weight_decay=1e-4,
+                  nesterov=False, method="rd", sampler="hamming", teacher="flops", eval_archs="200",
+                  eval_batch_size=256, bn="recal", bn_batches=10, valid_subset=10000, workers=8, log_every=100),
+    # Minutes on 2 CPU cores: synthetic 32x32 images, 1/4 widths.
+    "cpu": dict(dataset="synthetic", resolution=32, base_width=16, epochs=2, lr=0.01, lr_min=0.0, pretrain_epochs=1,
+                pretrain_lr=0.05, batch_size=32, train_subset=1024, valid_subset=256, weight_decay=1e-4,
+                nesterov=False, method="rd", sampler="hamming", teacher="flops", eval_archs="8", eval_batch_size=128,
+                bn="recal", bn_batches=2, workers=0, log_every=8),
+    # Seconds: tests.
+    "tiny": dict(dataset="synthetic", resolution=32, base_width=8, epochs=1, lr=0.01, lr_min=0.0, pretrain_epochs=1,
+                 pretrain_lr=0.05, batch_size=16, train_subset=64, valid_subset=32, weight_decay=1e-4, nesterov=False,
+                 method="rd", sampler="hamming", teacher="flops", eval_archs="3", eval_batch_size=32, bn="recal",
+                 bn_batches=1, workers=0, log_every=2),
+}
+
+
 # ---- Search space: ResNet48 ----
 # ResNet with BasicBlocks; stage depths and block widths are searched. The competition's 52-character
 # code: [0] image-size code, [1:5] depth per stage, [5] stem width code, then for each of the 23 max
@@ -1789,6 +1689,30 @@ def rank_main(cfg):
 
 # ---- Command line: the flags and their checks ----
 
+@dataclasses.dataclass
+class Flags(ResNet48Config):
+    """Every flag of the command line: Part I's Config, Part II's, and those of the modes below."""
+    search: str = arg("evolution", "--mode search: evolution | random")
+    search_by: str = arg("supernet", "--mode search: supernet or any proxy name (zero-shot search)")
+    budget: int = arg(100, "--mode search: archs evaluated")
+    population: int = arg(20, "--mode search: evolution population")
+    topk: int = arg(5, "--mode search: parents kept per generation")
+    mutate_prob: float = arg(0.2, "--mode search: probability of redrawing each edge's op")
+    report_tables: str = arg("", "--mode search / summarize: comma-separated NB201/NATS tables for Table 3 (default: those next to --benchmark)")
+    arch: str = arg("", "--mode standalone: the arch string to train")
+    gt_archs: int = arg(150, "--mode build-gt: archs to train from scratch")
+    gt_seeds: int = arg(2, "--mode build-gt: seeds per arch")
+    runs: str = arg("", "--mode summarize: run folders (a glob)")
+    bench_archs: int = arg(20, "--mode bench: archs timed per figure (median over them)")
+
+
+PRESETS = {"nb201": NB201_PRESETS, "resnet48": RESNET48_PRESETS}
+# --mode standalone / build-gt train one arch from scratch with a recipe of their own, by (preset, dataset):
+# NB201's stand-alone recipe (SGD Nesterov, lr 0.1 cosine, 200 epochs), and that of results/fmnist_gt.csv.
+STANDALONE_RECIPES = {("paper", None): dict(epochs=200, batch_size=256, lr=0.1, lr_min=0.0, weight_decay=5e-4, nesterov=True),
+                      ("cpu", "fashion-mnist"): dict(epochs=4, batch_size=128, lr=0.05, lr_min=0.0, weight_decay=5e-4,
+                                                     valid_subset=0)}
+MODES = ("train", "proxies", "search", "standalone", "build-gt", "summarize", "bench", "export-benchmark", "rank")
 CHOICES = {"space": ("nb201", "resnet48"), "mode": MODES, "ops": ("nb201", "no-none"),
            "dataset": ("cifar10", "cifar10-valid", "cifar100", "imagenet16-120", "fashion-mnist", "synthetic", "imagenet"),
            "method": ("spos", "fairnas", "sandwich", "rd"), "sampler": ("uniform", "hamming", "group"),
@@ -1804,9 +1728,9 @@ NON_NEGATIVE_FIELDS = ("seed", "eval_seed", "resolution", "train_subset", "valid
                        "pretrain_epochs", "workers")
 
 def parse_args(argv=None):
-    """argv -> Config. Precedence: explicit flag > PRESETS[space][preset] > Config defaults."""
+    """argv -> Flags. Precedence: explicit flag > PRESETS[space][preset] > Flags' defaults."""
     p = argparse.ArgumentParser(description="RD-NAS (Dong et al., ICASSP 2023). Defaults shown are before --preset.")
-    for f in dataclasses.fields(Config):
+    for f in dataclasses.fields(Flags):
         flag, help = "--" + f.name.replace("_", "-"), f.metadata["help"]
         if f.type in (bool, "bool"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
@@ -1814,19 +1738,19 @@ def parse_args(argv=None):
             typ = {"int": int, "float": float, "str": str}.get(f.type, f.type)
             p.add_argument(flag, type=typ, default=None, choices=CHOICES.get(f.name), help=f"{help} (default: {f.default!r})")
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
-    space, preset = args.get("space", Config.space), args.get("preset", Config.preset)
+    space, preset = args.get("space", Flags.space), args.get("preset", Flags.preset)
     if preset not in PRESETS[space]:
         p.error(f"argument --preset: invalid choice for --space {space}: {preset!r} (choose from {', '.join(PRESETS[space])})")
     values = dict(PRESETS[space][preset])
-    if args.get("dataset") in ("fashion-mnist", "fashion_mnist"):   # a preset's own settings for Fashion-MNIST
+    if args.get("dataset") == "fashion-mnist":               # a preset's own settings for Fashion-MNIST
         values.update(values.get("fashion_mnist", {}))
     values.pop("fashion_mnist", None)
-    recipe = values.pop("standalone", {})
-    if args.get("mode") in ("standalone", "build-gt"):   # training one arch from scratch has its own recipe
-        values.update(recipe)
+    if args.get("mode") in ("standalone", "build-gt") and space == "nb201":   # training one arch from scratch
+        dataset = args.get("dataset", values.get("dataset", Flags.dataset))
+        values.update(STANDALONE_RECIPES.get((preset, dataset), STANDALONE_RECIPES.get((preset, None), {})))
     if args.get("dataset") == "cifar10-valid":               # NB201's name of the protocol --dataset cifar10 runs
         args["dataset"] = "cifar10"
-    cfg = dataclasses.replace(Config(), **{**values, **args})
+    cfg = dataclasses.replace(Flags(), **{**values, **args})
     for names, least in ((POSITIVE_FIELDS, 1), (NON_NEGATIVE_FIELDS, 0)):
         for name in names:
             if getattr(cfg, name) < least:
@@ -2024,7 +1948,7 @@ def data_fingerprint(*tensors):
     return h.hexdigest()[:16]
 
 
-# ---- Data files: Fashion-MNIST (IDX), CIFAR-10/100, ImageNet16-120 ----
+# ---- Data files: Fashion-MNIST (IDX), CIFAR-10/100, ImageNet16-120, and load_dataset over them ----
 
 def read_idx(path):
     """Read an IDX file (MNIST format), gzipped or not -> numpy array."""
@@ -2140,8 +2064,75 @@ def load_imagenet16(root, classes=120):
     return part([f"train_data_batch_{i}" for i in range(1, 11)]) + part(["val_data"])
 
 
+SPLIT_SEED = 777  # fixed: the held-out split never depends on --seed (it is saved in the run folder too)
+
+
+def split_indices(n, seed=SPLIT_SEED):
+    """A seeded random halving of range(n) -> (first half, second half)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[: n // 2], perm[n // 2:]
+
+
+def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
+    """Deterministic, learnable toy data: each class is a fixed random image pattern plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(classes, 3, side, side, generator=g)
+    def part(n):
+        y = torch.randint(classes, (n,), generator=g)
+        x = 0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)   # faint signal, strong noise
+        return (x * 255).to(torch.uint8), y
+    return part(n_train) + part(n_valid)
+
+
+def resize_uint8(x, side):
+    """Area-resize a uint8 image tensor (N, C, H, W) to side x side."""
+    return torch.cat([F.interpolate(c.float(), size=(side, side), mode="area").round().clamp(0, 255).to(torch.uint8)
+                      for c in x.split(4096)])
+
+
+def load_dataset(cfg):
+    """-> dict(train=(x, y), valid=(x, y), num_classes, in_channels, split) with uint8 images (N, C, H, W).
+
+    cifar10 trains on NAS-Bench-201's `train` 25k of the training set and ranks on its `valid` 25k (the
+    cifar10-valid protocol); cifar100 trains on the training set and ranks on NB201's `xvalid` half of the test
+    set; images missing from a partial folder are skipped and counted. imagenet16-120 ranks on a seeded random
+    half of its validation set (SPLIT_SEED; NB201's own split file for it is not shipped).
+    """
+    name, root = cfg.dataset, cfg.data
+    split = {}
+    if name == "synthetic":
+        xtr, ytr, xva, yva = make_synthetic(side=cfg.resolution or 16)
+    elif name == "fashion-mnist":
+        xtr, ytr, xva, yva = load_fashion_mnist(root)
+    elif name in ("cifar10", "cifar100"):
+        xtr, ytr, ptr, xte, yte, pte = load_cifar(root, name)
+        if name == "cifar10":                                # NB201 cifar10-valid: train / valid of the 50k
+            train, valid = nb201_split("train")[ptr], nb201_split("valid")[ptr]
+            xtr, ytr, xva, yva = xtr[train], ytr[train], xtr[valid], ytr[valid]
+            split = dict(split="nb201 cifar10-valid", train=len(xtr), valid=len(xva),
+                         missing_train=25000 - len(xtr), missing_valid=25000 - len(xva))
+        else:                                                # NB201 cifar100: x-valid half of the test set
+            valid = nb201_split("xvalid")[pte]
+            xva, yva = xte[valid], yte[valid]
+            split = dict(split="nb201 cifar100 x-valid", train=len(xtr), valid=len(xva), missing_valid=5000 - len(xva))
+    elif name == "imagenet16-120":
+        xtr, ytr, xte, yte = load_imagenet16(root)
+        a, _ = split_indices(len(xte))
+        xva, yva, split = xte[a], yte[a], {"val_half_a": a.tolist()}
+    else:
+        raise UserError(f"--dataset {name} is for --space resnet48 only")
+    if cfg.train_subset:
+        xtr, ytr = xtr[: cfg.train_subset], ytr[: cfg.train_subset]
+    if cfg.valid_subset:
+        xva, yva = xva[: cfg.valid_subset], yva[: cfg.valid_subset]
+    if cfg.resolution and xtr.shape[-1] != cfg.resolution:
+        xtr, xva = (resize_uint8(x, cfg.resolution) for x in (xtr, xva))
+    num_classes = int(max(ytr.max(), yva.max())) + 1
+    return dict(train=(xtr, ytr), valid=(xva, yva), num_classes=num_classes, in_channels=xtr.shape[1], split=split)
+
+
 # ---- Ground truth: NAS-Bench-201 tables ----
-# Layouts read (see ../shared/data/SOURCES.md), all keyed by arch string:
+# Layouts read, all keyed by arch string:
 #   per-dataset NB201 table: `arch str,...,train accuracy,validation accuracy,test accuracy`
 #   NATS-Bench 3-dataset test table: `CIFAR10TestAccuracy200Epochs,...,ArchitectureString`
 #   plain table (ours, e.g. results/): `arch,accuracy`, plus any extra columns
@@ -2280,6 +2271,35 @@ def export_main(cfg):
                             "(or nas-bench-201)") from None
     for path in export_benchmark(api, run_dir(cfg)):
         print(f"wrote {path}")
+
+
+# ---- FLOPs and params of an NB201 arch without building its network (the teacher's fast path) ----
+
+_COST_TABLES = {}
+
+
+def cost_table(C=16, N=5, num_classes=10, in_channels=3, resolution=32, convention="nb201"):
+    """Per-op cost tables for NB201 archs: an arch's FLOPs/params = base + sum over its 6 edges of cost(op).
+
+    Every edge of a cell sees the same shape, so the cost of an op does not depend on its edge; the table
+    comes from counting 6 real networks once (all-`none`, then all-op for each op).
+    """
+    key = (C, N, num_classes, in_channels, resolution, convention)
+    if key not in _COST_TABLES:
+        shape = (in_channels, resolution, resolution)
+        base = count_cost(NB201Net(("none",) * 6, C, N, num_classes, in_channels), shape, convention)
+        per_op = {}
+        for op in OPS:
+            full = count_cost(NB201Net((op,) * 6, C, N, num_classes, in_channels), shape, convention)
+            per_op[op] = tuple((f - b) / 6 for f, b in zip(full, base))
+        _COST_TABLES[key] = (base, per_op)
+    return _COST_TABLES[key]
+
+
+def arch_cost(arch, C=16, N=5, num_classes=10, in_channels=3, resolution=32, convention="nb201"):
+    """(MFLOPs, Mparams) of an NB201 arch from the per-op tables, without building its network."""
+    base, per_op = cost_table(C, N, num_classes, in_channels, resolution, convention)
+    return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
 
 
 # ---- Zero-cost proxies against the benchmark (Table 2, top rows) ----

@@ -1139,7 +1139,7 @@ def test_help_documents_every_flag(capsys):
         rdnas.main(["--help"])
     text = capsys.readouterr().out
     assert "m of Eq. 3" in text and "15,625" in text
-    for f in rdnas.dataclasses.fields(rdnas.Config):                # each flag has a help line of its own
+    for f in rdnas.dataclasses.fields(rdnas.Flags):                # each flag has a help line of its own
         assert f.metadata["help"] and "--" + f.name.replace("_", "-") in text
 
 

@@ -13,8 +13,8 @@ The file has three parts:
             Eq. 4), the margin ranking loss (Sec. 2.2.1, Eq. 3), SPOS / FairNAS / Sandwich / RD steps, ranking
             metrics (Eq. 2), the training loop, main.
   Part II   the ResNet-like space of Sec. 3.1 (CVPR 2022 NAS Track 1), trained by Part I's loop under torchrun.
-  Part III  reproducing the tables: benchmark files, the proxies table, search (Table 3), summaries and
-            Fig. 1, stand-alone ground truth, benchmarks of speed.
+  Part III  reproducing the tables: flags, run folders and resume, data files, benchmark tables, the proxies
+            table, search (Table 3), summaries and Fig. 1, stand-alone ground truth, benchmarks of speed.
 
 Run:
   python rdnas.py --space nb201 --data DIR         # paper, 1 GPU: CIFAR-10 in DIR, NB201's ground truth shipped
@@ -1683,8 +1683,9 @@ def rank_main(cfg):
 
 # =====================================================================================================
 # Part III: reproducing the tables
-# Data files and benchmark tables, the zero-cost proxies against the benchmark (Table 2), Fig. 1, search
-# (Table 3), summaries over runs (Tables 2-4), stand-alone training for a ground truth, speed benchmarks.
+# The tools around the method: the flags and their checks, run folders (locks, checkpoints, resume), data
+# files, benchmark tables, the proxies against the benchmark (Table 2), Fig. 1, search (Table 3), summaries
+# over runs (Tables 2-4), stand-alone training for a ground truth, speed benchmarks.
 # =====================================================================================================
 
 # ---- Command line: the flags and their checks ----

@@ -423,10 +423,10 @@ def make_loaders(data, cfg, generator, augment=None):
     mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3)).clamp_min(1e-3)
     augment = (cfg.dataset in ("cifar10", "cifar100", "imagenet16-120")) if augment is None else augment
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    train = Loader(xtr, ytr, cfg.batch_size, mean, std, augment, shuffle=True, generator=generator, drop_last=True,
-                   layout=layout)
-    valid = Loader(*data["valid"], cfg.eval_batch_size, mean, std, layout=layout)
-    return train, valid
+    train_loader = Loader(xtr, ytr, cfg.batch_size, mean, std, augment, shuffle=True, generator=generator,
+                          drop_last=True, layout=layout)
+    valid_loader = Loader(*data["valid"], cfg.eval_batch_size, mean, std, layout=layout)
+    return train_loader, valid_loader
 
 
 def fixed_batch(data, cfg, device, loader):
@@ -1022,6 +1022,20 @@ def format_eta(seconds):
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def progress_line(cfg, stage, epoch, step, steps, sums, lr, images, seconds):
+    """The progress line printed every --log-every steps: running loss and accuracy, speed, time left."""
+    left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * seconds / images
+    return (f"{stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
+            f"acc {100 * sums['correct'] / sums['n']:.2f}% lr {lr:.5f} {images / seconds:.0f} img/s eta {format_eta(left)}")
+
+
+def diverged(run, stage, epoch, step, loss, last_finite):
+    """The one-line error of a step whose loss is not finite: where, and what is kept."""
+    kept = f"the checkpoint of epoch {run.epoch} is kept" if run.epoch else "no epoch had finished"
+    return UserError(f"training diverged at {stage} epoch {epoch + 1}, step {step + 1}: loss {loss} "
+                     f"(last finite loss {last_finite}); lower --lr ({kept})")
+
+
 def epoch_record(cfg, space, run, stage, sums, steps, lr, seconds):
     """The log.jsonl record of an epoch; for RD also the ranking term and the sampler's distances."""
     record = dict(event="epoch", stage=stage, epoch=run.epoch, loss=sums["loss"] / steps,
@@ -1084,9 +1098,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
             opt.zero_grad(set_to_none=True)
             stats, _ = method_step(cfg, space, run.rng, x, y, lam)
             if not all(math.isfinite(v) for v in stats.values()):
-                kept = f"the checkpoint of epoch {run.epoch} is kept" if run.epoch else "no epoch had finished"
-                raise UserError(f"training diverged at {stage} epoch {epoch + 1}, step {step + 1}: loss {stats['loss']} "
-                                f"(last finite loss {last_finite}); lower --lr ({kept})")
+                raise diverged(run, stage, epoch, step, stats["loss"], last_finite)
             last_finite = stats["loss"]
             if cfg.grad_clip > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -1094,10 +1106,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
             sums.update(stats, n=len(y))
             images, seconds = images + len(y) * run.world, seconds + time.time() - t_step
             if run.main and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
-                left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * seconds / images
-                print(f"{stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
-                      f"acc {100 * sums['correct'] / sums['n']:.2f}% lr {lr:.5f} {images / seconds:.0f} img/s "
-                      f"eta {format_eta(left)}", flush=True)
+                print(progress_line(cfg, stage, epoch, step, steps, sums, lr, images, seconds), flush=True)
         run.epoch = first_epoch + epoch + 1
         if run.main:
             log_json(run.out, epoch_record(cfg, space, run, stage, sums, steps, lr, time.time() - t_epoch))
@@ -1474,7 +1483,7 @@ def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=
 
 
 def resnet48_datasets(cfg):
-    """(train, valid, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
+    """(training set, held-out set, num_classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
     if cfg.dataset == "synthetic":
         xtr, ytr, xva, yva = make_synthetic(n_train=cfg.train_subset or 2048, n_valid=cfg.valid_subset or 512,
                                             side=cfg.resolution)
@@ -1489,16 +1498,16 @@ def resnet48_datasets(cfg):
             raise UserError(f"ImageNet not found: {os.path.join(cfg.data, split)!r} is missing; --data must hold "
                             f"train/ and val/ in torchvision's ImageFolder layout (one folder per class)")
     norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-    train = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
+    train_set = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
         [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
-    valid = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
+    valid_set = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "val"), T.Compose(
         [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
     if cfg.train_subset:
-        train = torch.utils.data.Subset(train, range(cfg.train_subset))
+        train_set = torch.utils.data.Subset(train_set, range(cfg.train_subset))
     if cfg.valid_subset:  # a fixed, class-balanced-in-expectation subset of val for ranking
-        idx = torch.randperm(len(valid), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
-        valid = torch.utils.data.Subset(valid, idx.tolist())
-    return train, valid, len(train.dataset.classes if hasattr(train, "dataset") else train.classes)
+        idx = torch.randperm(len(valid_set), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.valid_subset]
+        valid_set = torch.utils.data.Subset(valid_set, idx.tolist())
+    return train_set, valid_set, len(train_set.dataset.classes if hasattr(train_set, "dataset") else train_set.classes)
 
 
 def init_distributed(cfg):
@@ -1522,20 +1531,20 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)   # < 2^63
 
 
-def resnet48_loaders(cfg, train, valid, rank, world, seed):
+def resnet48_loaders(cfg, train_set, valid_set, rank, world, seed):
     """Training loader of one epoch (this rank's share under torchrun) and the held-out loader."""
     per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
-    sampler = DistributedSampler(train, world, rank, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
     g = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
+    train_loader = DataLoader(train_set, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
                               num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
-    valid_loader = DataLoader(valid, cfg.eval_batch_size, num_workers=cfg.workers)
+    valid_loader = DataLoader(valid_set, cfg.eval_batch_size, num_workers=cfg.workers)
     return train_loader, valid_loader, sampler
 
 
-def resnet48_recal_loader(cfg, train):
+def resnet48_recal_loader(cfg, train_set):
     """The training batches that --bn recal recomputes each subnet's BN statistics on."""
-    return DataLoader(train, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
+    return DataLoader(train_set, cfg.eval_batch_size, shuffle=True, num_workers=cfg.workers,
                       generator=torch.Generator().manual_seed(cfg.eval_seed))
 
 
@@ -2015,7 +2024,7 @@ def load_cifar(root, name):
         except Exception as e:                               # offline or unwritable: say where the files go
             raise UserError(f"{name} is not in {root!r} and could not be downloaded ({type(e).__name__}); put the "
                             f"extracted {os.path.basename(folder)}/ folder there and pass --data {root}") from None
-    train = [f"data_batch_{k}" for k in range(1, 6)] if name == "cifar10" else ["train"]
+    train_files = [f"data_batch_{k}" for k in range(1, 6)] if name == "cifar10" else ["train"]
     label = b"labels" if name == "cifar10" else b"fine_labels"
     def part(files, rows_per_file):
         xs, ys, ps = [], [], []
@@ -2031,7 +2040,7 @@ def load_cifar(root, name):
             xs.append(x), ys.append(y)
             ps.append(k * rows_per_file + np.asarray(d.get(b"indices", range(len(x))), dtype=np.int64))
         return [torch.from_numpy(np.concatenate(v)) for v in (xs, ys, ps)]
-    return part(train, 10000 if name == "cifar10" else 50000) + part(["test_batch" if name == "cifar10" else "test"], 10000)
+    return part(train_files, 10000 if name == "cifar10" else 50000) + part(["test_batch" if name == "cifar10" else "test"], 10000)
 
 
 NB201_SPLITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks", "nb201_splits.json.gz")
@@ -2108,13 +2117,13 @@ def load_dataset(cfg):
     elif name in ("cifar10", "cifar100"):
         xtr, ytr, ptr, xte, yte, pte = load_cifar(root, name)
         if name == "cifar10":                                # NB201 cifar10-valid: train / valid of the 50k
-            train, valid = nb201_split("train")[ptr], nb201_split("valid")[ptr]
-            xtr, ytr, xva, yva = xtr[train], ytr[train], xtr[valid], ytr[valid]
+            in_train, in_valid = nb201_split("train")[ptr], nb201_split("valid")[ptr]
+            xtr, ytr, xva, yva = xtr[in_train], ytr[in_train], xtr[in_valid], ytr[in_valid]
             split = dict(split="nb201 cifar10-valid", train=len(xtr), valid=len(xva),
                          missing_train=25000 - len(xtr), missing_valid=25000 - len(xva))
         else:                                                # NB201 cifar100: x-valid half of the test set
-            valid = nb201_split("xvalid")[pte]
-            xva, yva = xte[valid], yte[valid]
+            in_valid = nb201_split("xvalid")[pte]
+            xva, yva = xte[in_valid], yte[in_valid]
             split = dict(split="nb201 cifar100 x-valid", train=len(xtr), valid=len(xva), missing_valid=5000 - len(xva))
     elif name == "imagenet16-120":
         xtr, ytr, xte, yte = load_imagenet16(root)

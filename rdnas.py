@@ -435,6 +435,8 @@ def fixed_batch(data, cfg, device, loader):
     idx = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(cfg.eval_seed))[: cfg.proxy_batch]
     x = (xtr[idx].float() / 255 - loader.mean) / loader.std          # (B, C, H, W)
     return x.to(device), ytr[idx].to(device)
+
+
 # ---- Zero-cost proxies: the teachers (Sec. 2.1, Table 2, Fig. 1) ----
 # Each proxy is fn(net, inputs, targets) -> float, larger = predicted better. A proxy works on a private
 # copy of the network, so the caller's weights, buffers, mode and input are never touched.
@@ -636,13 +638,13 @@ class Teacher:
             atomic_write_text(self.path, json.dumps(self.cache))
 
 
-def score_arch(proxy, arch, net_kwargs, batch, seed=0):
+def score_arch(proxy, arch, net_args, batch, seed=0):
     """One proxy score of one NB201 arch (larger = better); -inf for degenerate nets, never NaN."""
     if proxy in ("flops", "params", "flops_mmcv"):                     # from per-op tables (Part III)
-        return arch_cost(arch, **net_kwargs, convention="mmcv" if proxy == "flops_mmcv" else "nb201")[proxy == "params"]
+        return arch_cost(arch, **net_args, convention="mmcv" if proxy == "flops_mmcv" else "nb201")[proxy == "params"]
     inputs, targets = batch
-    res = net_kwargs.get("resolution", inputs.shape[-1])
-    kw = {k: v for k, v in net_kwargs.items() if k != "resolution"}
+    res = net_args.get("resolution", inputs.shape[-1])
+    kw = {k: v for k, v in net_args.items() if k != "resolution"}
     with torch.random.fork_rng(devices=[inputs.device] if inputs.is_cuda else []):
         torch.manual_seed(seed)                                 # the same initial weights for an arch, every time
         net = NB201Net(arch, **kw).to(inputs.device)
@@ -949,19 +951,19 @@ def eval_pool(ops, table=None):
     return archs
 
 
+def eval_count(n):
+    """--eval-archs as a number of subnets: at least 2, so that there is a ranking."""
+    if not str(n).isdigit() or int(n) < 2:
+        raise UserError(f"--eval-archs takes a number >= 2 (or 'all' on NB201), got {n!r}")
+    return int(n)
+
+
 def sample_eval_archs(ops, n, seed, table=None):
     """--eval-archs subnets drawn with the evaluation seed only, so every run and method ranks the same ones."""
     pool = eval_pool(ops, table)
     if n == "all":
         return pool
     return random.Random(seed).sample(pool, min(eval_count(n), len(pool)))
-
-
-def eval_count(n):
-    """--eval-archs as a number of subnets: at least 2, so that there is a ranking."""
-    if not str(n).isdigit() or int(n) < 2:
-        raise UserError(f"--eval-archs takes a number >= 2 (or 'all' on NB201), got {n!r}")
-    return int(n)
 
 
 def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None, key=arch_to_str, every=0):
@@ -994,7 +996,7 @@ class Run:
     epoch: int = 0                         # epochs finished, counted over all stages
     history: list = dataclasses.field(default_factory=list)   # the ranking records so far
     world: int = 1                         # processes under torchrun
-    main: bool = True                      # only the main process prints, logs and writes
+    is_main: bool = True                   # only the main process prints, logs and writes
     data: str = ""                         # data_fingerprint of the loaded images: --resume refuses other data
 
     @property
@@ -1010,7 +1012,7 @@ def log_json(out, record):
 
 def checkpoint(run, net, opt, sampler=None):
     """Save the run after an epoch or an evaluation (main process only)."""
-    if run.main:
+    if run.is_main:
         save_checkpoint(run.ckpt, model=net.state_dict(), optimizer=opt.state_dict(), config=run.config,
                         epoch=run.epoch, history=run.history, world_size=run.world, data=run.data,
                         rng=dict(python=run.rng.getstate(), data=run.gen.get_state() if run.gen is not None else None,
@@ -1074,7 +1076,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
     net = getattr(space.model, "module", space.model)       # the supernet itself (space.model may be DDP)
     device = next(net.parameters()).device
     done = run.epoch - first_epoch                            # epochs of this stage finished before a resume
-    if space.evaluate and 0 <= done <= cfg.epochs and eval_due(cfg, done) and run.main and \
+    if space.evaluate and 0 <= done <= cfg.epochs and eval_due(cfg, done) and run.is_main and \
             not (run.history and run.history[-1]["epoch"] == run.epoch):   # killed while ranking, or --epochs 0
         run.history.append(evaluate_and_log(cfg, space, run))
         checkpoint(run, net, opt, space.sampler)
@@ -1105,15 +1107,15 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
             opt.step()
             sums.update(stats, n=len(y))
             images, seconds = images + len(y) * run.world, seconds + time.time() - t_step
-            if run.main and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
+            if run.is_main and ((step + 1) % cfg.log_every == 0 or step + 1 == steps):
                 print(progress_line(cfg, stage, epoch, step, steps, sums, lr, images, seconds), flush=True)
         run.epoch = first_epoch + epoch + 1
-        if run.main:
+        if run.is_main:
             log_json(run.out, epoch_record(cfg, space, run, stage, sums, steps, lr, time.time() - t_epoch))
             if space.teacher is not None:
                 space.teacher.save()
         checkpoint(run, net, opt, space.sampler)               # first, so a kill while ranking loses no training
-        if space.evaluate and run.main and eval_due(cfg, epoch + 1):
+        if space.evaluate and run.is_main and eval_due(cfg, epoch + 1):
             run.history.append(evaluate_and_log(cfg, space, run))
             checkpoint(run, net, opt, space.sampler)
 
@@ -1580,7 +1582,7 @@ def train_resnet48(cfg):
     seeded rng), only rank 0 logs, ranks and writes, and a resumed run needs the same world size.
     """
     rank, world, device = init_distributed(cfg)
-    run = open_run(cfg, main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
+    run = open_run(cfg, is_main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
     seed_everything(cfg.seed)                                # identical initial weights on every rank
     train_set, valid_set, num_classes = resnet48_datasets(cfg)
     net, base = build_resnet48(cfg, num_classes, device)
@@ -1607,7 +1609,7 @@ def train_resnet48(cfg):
         xb, yb = next(iter(DataLoader(train_set, cfg.proxy_batch)))   # never the ranking images
         space.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
                                                          (xb.to(device), yb.to(device)), cfg.eval_seed),
-                                key=encode_resnet48_code, path=os.path.join(run.out, f"teacher_{name}.json") if run.main else None)
+                                key=encode_resnet48_code, path=os.path.join(run.out, f"teacher_{name}.json") if run.is_main else None)
         if cfg.sampler == "group":
             raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
         space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
@@ -1616,7 +1618,7 @@ def train_resnet48(cfg):
     pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr, method="spos")
     if cfg.resume:
         restore(cfg, run, net, opt, space.sampler, pretrain.epochs + cfg.epochs)
-    elif run.main:
+    elif run.is_main:
         log_json(run.out, dict(event="config", config=run.config, world_size=world))
     table = load_resnet48_table(cfg.benchmark)
     eval_rng = random.Random(cfg.eval_seed)
@@ -1634,14 +1636,14 @@ def train_resnet48(cfg):
     if world > 1:
         dist.all_gather(checksums, checksum)
     result = None
-    if run.main:
+    if run.is_main:
         result = dict(config=run.config, world_size=world, final=run.history[-1],
                       rank_weight_checksums=[float(c) for c in checksums])
         atomic_write_text(os.path.join(run.out, "results.json"), json.dumps(result, indent=1))
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    if run.main:
+    if run.is_main:
         unlock_run_folder(run.out)
     return result
 
@@ -1716,7 +1718,7 @@ class Flags(ResNet48Config):
     bench_archs: int = arg(20, "--mode bench: archs timed per figure (median over them)")
 
 
-PRESETS = {"nb201": NB201_PRESETS, "resnet48": RESNET48_PRESETS}
+PRESETS = {"nb201": NB201_PRESETS, "resnet48": RESNET48_PRESETS}        # --preset, per --space
 # --mode standalone / build-gt train one arch from scratch with a recipe of their own, by (preset, dataset):
 # NB201's stand-alone recipe (SGD Nesterov, lr 0.1 cosine, 200 epochs), and that of results/fmnist_gt.csv.
 STANDALONE_RECIPES = {("paper", None): dict(epochs=200, batch_size=256, lr=0.1, lr_min=0.0, weight_decay=5e-4, nesterov=True),
@@ -1736,6 +1738,7 @@ FLOAT_RANGES = (("lr", 0, math.inf), ("pretrain_lr", 0, math.inf), ("lr_min", 0,
                 ("rd_weight", 0, math.inf), ("mutate_prob", 0, 1), ("mu", -1, math.inf))
 NON_NEGATIVE_FIELDS = ("seed", "eval_seed", "resolution", "train_subset", "valid_subset", "epochs", "sandwich_random", "eval_every",
                        "pretrain_epochs", "workers")
+
 
 def parse_args(argv=None):
     """argv -> Flags. Precedence: explicit flag > PRESETS[space][preset] > Flags' defaults."""
@@ -1826,6 +1829,16 @@ def run_dir(cfg):
     return out
 
 
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def lock_run_folder(out):
     """Own `out` for this process: <out>/run.lock holds our PID. A lock whose process is gone (a killed run) is
     taken over; one whose process lives is a one-line error. Temporary files left by killed writes are removed."""
@@ -1851,16 +1864,6 @@ def lock_run_folder(out):
     raise UserError(f"{out}: could not take {path}; another run may be starting there")
 
 
-def pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def unlock_run_folder(out):
     path = os.path.join(out, "run.lock")
     try:
@@ -1870,17 +1873,17 @@ def unlock_run_folder(out):
         pass
 
 
-def open_run(cfg, main=True, world=1):
+def open_run(cfg, is_main=True, world=1):
     """The run of --out, locked for this process; a folder that holds a run is refused unless --resume, and
     --resume on a folder without one is refused too."""
-    run = Run(run_dir(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, main=main)
-    if main:
+    run = Run(run_dir(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
+    if is_main:
         lock_run_folder(run.out)
     if os.path.exists(run.ckpt) and not cfg.resume:
         raise UserError(f"{run.out} already holds a run; pass --resume to continue it or choose another --out")
     if cfg.resume and not os.path.exists(run.ckpt):
         raise UserError(f"--resume: {run.out} holds no run to resume (no ckpt.pt); run without --resume to start one")
-    if main and not cfg.resume and os.path.exists(os.path.join(run.out, "log.jsonl")):
+    if is_main and not cfg.resume and os.path.exists(os.path.join(run.out, "log.jsonl")):
         os.remove(os.path.join(run.out, "log.jsonl"))        # the log of a run killed before its first checkpoint
     return run
 
@@ -1907,6 +1910,25 @@ def load_checkpoint(path, cfg=None):
     return ckpt
 
 
+def trim_log(run):
+    """Drop the log.jsonl records written after the checkpoint (and a line cut short by a kill), so that the log
+    of a resumed run reads as if the run had never stopped."""
+    path = os.path.join(run.out, "log.jsonl")
+    if not os.path.exists(path):
+        return
+    evaluated = {h["epoch"] for h in run.history}
+    kept = []
+    for line in open(path):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if r.get("event") == "config" or (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or \
+                (r.get("event") == "eval" and r["epoch"] in evaluated):
+            kept.append(json.dumps(r) + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
 def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
     """--resume: the weights, the optimizer, the epochs done, the rankings and every random generator."""
     ckpt = load_checkpoint(run.ckpt, cfg)
@@ -1925,28 +1947,9 @@ def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
         run.gen.set_state(ckpt["rng"]["data"])
     if sampler is not None:
         sampler.fallbacks = ckpt["rng"]["fallbacks"]
-    if run.main:
+    if run.is_main:
         trim_log(run)
         print(f"resumed {run.out} after epoch {run.epoch}/{total_epochs or cfg.epochs}")
-
-
-def trim_log(run):
-    """Drop the log.jsonl records written after the checkpoint (and a line cut short by a kill), so that the log
-    of a resumed run reads as if the run had never stopped."""
-    path = os.path.join(run.out, "log.jsonl")
-    if not os.path.exists(path):
-        return
-    evaluated = {h["epoch"] for h in run.history}
-    kept = []
-    for line in open(path):
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("event") == "config" or (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or \
-                (r.get("event") == "eval" and r["epoch"] in evaluated):
-            kept.append(json.dumps(r) + "\n")
-    atomic_write_text(path, "".join(kept))
 
 
 def data_fingerprint(*tensors):
@@ -1980,6 +1983,20 @@ def find_file(folder, names, what):
     raise UserError(f"{what} not found: looked for {' or '.join(names)} in {folder!r} (set --data)")
 
 
+def download_fashion_mnist(root):
+    """The folder of torchvision's Fashion-MNIST files under `root`, downloading them when online."""
+    raw = os.path.join(root, "FashionMNIST", "raw")
+    if not os.path.exists(os.path.join(raw, "t10k-labels-idx1-ubyte.gz")):
+        try:
+            import torchvision                               # only this fallback needs it
+            torchvision.datasets.FashionMNIST(root, train=True, download=True)
+        except Exception as e:
+            raise UserError(f"Fashion-MNIST not found in {root!r} and could not be downloaded ({type(e).__name__}): "
+                            f"apt-get install dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist), "
+                            f"or pass --data to a folder holding them") from None
+    return raw
+
+
 def load_fashion_mnist(root):
     """Fashion-MNIST from IDX files: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist), or
     torchvision's download into --data when the files are not there."""
@@ -1994,20 +2011,6 @@ def load_fashion_mnist(root):
         return torch.from_numpy(x.copy()).unsqueeze(1), torch.from_numpy(y.astype(np.int64))
     # Train on the 60k training images, rank (and build the ground truth) on the 10k test images.
     return part("train") + part("t10k")
-
-
-def download_fashion_mnist(root):
-    """The folder of torchvision's Fashion-MNIST files under `root`, downloading them when online."""
-    raw = os.path.join(root, "FashionMNIST", "raw")
-    if not os.path.exists(os.path.join(raw, "t10k-labels-idx1-ubyte.gz")):
-        try:
-            import torchvision                               # only this fallback needs it
-            torchvision.datasets.FashionMNIST(root, train=True, download=True)
-        except Exception as e:
-            raise UserError(f"Fashion-MNIST not found in {root!r} and could not be downloaded ({type(e).__name__}): "
-                            f"apt-get install dataset-fashion-mnist (IDX files in /usr/share/datasets/fashion-mnist), "
-                            f"or pass --data to a folder holding them") from None
-    return raw
 
 
 def load_cifar(root, name):
@@ -2160,18 +2163,6 @@ SHIPPED_COLUMNS = {("cifar10", "valid"): "cifar10-valid_valid", ("cifar10", "tes
                    ("imagenet16-120", "valid"): "ImageNet16-120_valid", ("imagenet16-120", "test"): "ImageNet16-120_test"}
 
 
-def load_benchmark(path, dataset="cifar10", metric="valid", column=None):
-    """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
-    if not os.path.isfile(path):
-        raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
-    try:
-        with (gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")) as f:
-            return read_benchmark(path, f, dataset, metric, column)
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not a text CSV table (binary file?); pass a CSV made by --mode export-benchmark "
-                        f"or an arch,accuracy table") from None
-
-
 def read_benchmark(path, f, dataset, metric, column=None):
     """load_benchmark's reader of an open CSV file; `column` picks a column of the shipped table by name."""
     reader = csv.DictReader(f)
@@ -2216,6 +2207,18 @@ def read_benchmark(path, f, dataset, metric, column=None):
     return table
 
 
+def load_benchmark(path, dataset="cifar10", metric="valid", column=None):
+    """Read a ground-truth table -> {arch string: accuracy in percent}. Bad files raise a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; pass a CSV made by --mode export-benchmark or an arch,accuracy table")
+    try:
+        with (gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")) as f:
+            return read_benchmark(path, f, dataset, metric, column)
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a text CSV table (binary file?); pass a CSV made by --mode export-benchmark "
+                        f"or an arch,accuracy table") from None
+
+
 def lookup(table, arch, path="the benchmark"):
     key = arch_to_str(arch)
     if key not in table:
@@ -2244,14 +2247,6 @@ def export_benchmark(api, out_dir, hp="200"):
     return written
 
 
-def ground_truth(cfg):
-    """The benchmark table named by --benchmark (or the dataset's default), or None."""
-    path = cfg.benchmark or default_benchmark(cfg)
-    if not path or path == "none":
-        return None, None
-    return load_benchmark(path, cfg.dataset, cfg.gt_metric), path
-
-
 def default_benchmark(cfg):
     """The ground truth when --benchmark is not given: the shipped NAS-Bench-201 table for the NB201 datasets;
     our own Fashion-MNIST ground truth (results/) when the run uses the recipe it was built with."""
@@ -2262,6 +2257,14 @@ def default_benchmark(cfg):
     if cfg.space == "nb201" and cfg.dataset in ("cifar10", "cifar100", "imagenet16-120") and os.path.exists(SHIPPED_NB201):
         return SHIPPED_NB201
     return ""
+
+
+def ground_truth(cfg):
+    """The benchmark table named by --benchmark (or the dataset's default), or None."""
+    path = cfg.benchmark or default_benchmark(cfg)
+    if not path or path == "none":
+        return None, None
+    return load_benchmark(path, cfg.dataset, cfg.gt_metric), path
 
 
 def export_main(cfg):
@@ -2505,6 +2508,20 @@ MODEL_FIELDS = ("space", "ops", "C", "N", "dataset", "data", "resolution", "trai
                 "sampler", "teacher", "batch_size", "channels_last")
 
 
+def format_table3(groups):
+    """Rows of Table 3: mean +- std over runs of each column."""
+    cols = [f"{ds}/{split}" for ds, split in TABLE3_COLUMNS]
+    lines = [f"{'method':28s}" + "".join(f"{c:>22s}" for c in cols)]
+    for label, rows in groups:
+        cells = []
+        for c in cols:
+            vals = [r[c] for r in rows if r.get(c) is not None]
+            cells.append(f"{np.mean(vals):.2f}+-{np.std(vals):.2f}" if len(vals) > 1 else
+                         (f"{vals[0]:.2f}" if vals else "-"))
+        lines.append(f"{label[:28]:28s}" + "".join(f"{c:>22s}" for c in cells))
+    return "\n".join(lines)
+
+
 def run_search(cfg):
     """--mode search: find the best arch by the supernet (from --ckpt) or by a proxy (--search-by), then report it."""
     out, device = run_dir(cfg), get_device(cfg.device)
@@ -2556,20 +2573,6 @@ def run_search(cfg):
     if row:
         print(format_table3([(f"found ({cfg.search_by})", [row]), ("optimal", [table3_optimum(tables)])]))
     return result
-
-
-def format_table3(groups):
-    """Rows of Table 3: mean +- std over runs of each column."""
-    cols = [f"{ds}/{split}" for ds, split in TABLE3_COLUMNS]
-    lines = [f"{'method':28s}" + "".join(f"{c:>22s}" for c in cols)]
-    for label, rows in groups:
-        cells = []
-        for c in cols:
-            vals = [r[c] for r in rows if r.get(c) is not None]
-            cells.append(f"{np.mean(vals):.2f}+-{np.std(vals):.2f}" if len(vals) > 1 else
-                         (f"{vals[0]:.2f}" if vals else "-"))
-        lines.append(f"{label[:28]:28s}" + "".join(f"{c:>22s}" for c in cells))
-    return "\n".join(lines)
 
 
 # ---- Summaries over runs (Tables 2, 3 and 4) ----

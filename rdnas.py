@@ -55,7 +55,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 # =====================================================================================================
 # Part I: RD-NAS on NAS-Bench-201
-# The method, top to bottom. A reader who stops at the end of Part I has read all of it.
+# The method, top to bottom. A reader who stops at the end of Part I has read all of it; the tools it calls
+# (flags, run folders and resume, data files, benchmark tables) are in Part III.
 # =====================================================================================================
 
 class UserError(Exception):
@@ -101,13 +102,14 @@ class Config:
     # one-shot method (Sec. 2.2)
     method: str = arg("rd", "spos | fairnas | sandwich | rd (RD-NAS)")
     sampler: str = arg("group", "RD's pairs: uniform | hamming | group (Table 4)")
-    teacher: str = arg("flops", "the zero-cost proxy that orders RD's pairs; FLOPs is what the authors' NB201 code used")
+    teacher: str = arg("flops", "the zero-cost proxy that orders RD's pairs; the authors' NB201 code used FLOPs, "
+                                "counted as mmcv counts them (--teacher flops_mmcv)")
     mu: float = arg(-1.0, "margin-sampler threshold; -1 = 6.7 (group) or 4.5 (hamming)")
     candidates: int = arg(10, "n candidate pairs drawn per try by the margin sampler")
     max_tries: int = arg(10, "tries before the sampler falls back to the farthest pair seen")
     margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
     rd_weight: float = arg(1.0, "weight of the ranking term")
-    rd_schedule: str = arg("sin", "sin: 2 sin(pi*0.8*t/T) (authors' warm-up) | constant")
+    rd_schedule: str = arg("sin", "lambda(t) of the ranking term: sin = 2 sin(pi*0.8*t/T) (authors' code) | constant 1")
     rd_detach: bool = arg(False, "the authors' one-sided rank loss: gradient only through the second subnet of each pair")
     sandwich_random: int = arg(2, "random subnets per Sandwich step besides the largest and smallest")
     # evaluation (Sec. 3.2: 200 random subnets)
@@ -132,7 +134,8 @@ class Config:
 # Presets: one literal dict per setting (Part II has ResNet48's); explicit flags override them.
 NB201_PRESETS = {
     # NB201's weight-sharing setting (AutoDL-Projects configs/nas-benchmark/algos/weight-sharing.config: SGD
-    # Nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64; it trains 100 epochs, the RD-NAS paper 250).
+    # Nesterov, lr 0.025 -> 0.001 cosine, wd 5e-4, batch 64). Epochs: the paper says only "consistent with
+    # NAS-Bench-201", whose config trains 100; 250 is what the authors' PicoNAS NB201 supernet scripts train.
     "paper": dict(dataset="cifar10", C=16, N=5, epochs=250, batch_size=64, lr=0.025, lr_min=0.001,
                   eval_archs="200", bn="train"),
     # About 1.5 minutes per run on 2 CPU cores: the paper's benchmark scaled down (README: "pilot"). CIFAR-10 with
@@ -283,7 +286,8 @@ def cell_forward(x, edge_ops):
 class NB201Macro(nn.Module):
     """The NB201 macro skeleton: stem -> N cells (C) -> reduce -> N cells (2C) -> reduce -> N cells (4C) -> head.
 
-    Subclasses fill `self.cells`: a ModuleList in which the two reduction blocks sit at positions N and 2N+1.
+    `make_cell(C)` builds each searchable cell (a fixed arch's, or the supernet's); `self.cells` holds them with
+    the two reduction blocks at positions N and 2N+1.
     """
 
     def __init__(self, C, N, num_classes, in_channels, make_cell):
@@ -382,7 +386,7 @@ class NB201Supernet(NB201Macro):
 # augmented on the fly (random crop with 4-pixel padding + horizontal flip, as NB201).
 
 class Loader:
-    """Batches from in-memory uint8 images: normalise with the training set's channel statistics, augment."""
+    """Batches from in-memory uint8 images: normalise with the given channel mean and std, augment."""
 
     def __init__(self, x, y, batch_size, mean, std, augment=False, shuffle=False, generator=None, drop_last=False,
                  layout=torch.contiguous_format):
@@ -417,7 +421,8 @@ class Loader:
 
 
 def make_loaders(data, cfg, generator, augment=None):
-    """Training loader (shuffled, augmented unless synthetic/gray) and held-out loader (fixed order)."""
+    """Training loader (shuffled, augmented unless synthetic/gray) and held-out loader (fixed order), both
+    normalised with the channel mean and std of the first 10,000 training images."""
     xtr, ytr = data["train"]
     pixels = xtr[:10000].float() / 255
     mean, std = pixels.mean((0, 2, 3)), pixels.std((0, 2, 3)).clamp_min(1e-3)
@@ -479,7 +484,8 @@ def count_cost(net, input_shape, convention="nb201"):
 
 
 def flops(net, inputs, targets):
-    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds."""
+    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds.
+    (The teacher reads the same counts from per-op tables, arch_cost, without building each net.)"""
     return count_cost(net, inputs.shape[1:])[0]
 
 
@@ -678,7 +684,7 @@ def group_distance(a, b):
     return sum(0.0 if x == y else (0.5 if OP_GROUPS[x] == OP_GROUPS[y] else 2.0) for x, y in zip(a, b))
 
 
-DISTANCES = {"hamming": hamming_distance, "group": group_distance}
+DISTANCES = {"uniform": None, "hamming": hamming_distance, "group": group_distance}   # --sampler; None: plain random pairs
 
 
 def resolved_mu(cfg):
@@ -691,10 +697,13 @@ def resolved_mu(cfg):
 class MarginSubnetSampler:
     """MSS, Sec. 2.2.2: draw n random pairs, keep {(a_i, a_j) | f(a_i, a_j) > mu}, train on one kept pair.
 
-    The authors' code resampled until a pair qualified, without bound; here at most `max_tries` rounds of
-    n pairs are drawn, and if none qualifies the farthest pair seen is used and counted in `fallbacks`.
+    The paper's set keeps pairs farther apart than mu (its prose says "less than", the set and the authors'
+    code say more). Which of the c kept pairs to train on it leaves open: one of them, drawn at random. The
+    authors' code resampled until a pair qualified, without bound; here at most `max_tries` rounds of n pairs
+    are drawn, and if none qualifies the farthest pair seen is used and counted in `fallbacks`.
     `sample_arch(rng)` draws one arch of the space; `distance=None` gives plain random pairs (Table 4's "RD"
-    row). `histogram` counts the distances of the returned pairs (reset by the caller each epoch).
+    row). `histogram` counts the distances of the returned pairs, Hamming for plain random pairs (reset by the
+    caller each epoch).
     """
 
     def __init__(self, sample_arch, distance=None, mu=0.0, n=10, max_tries=10, rng=None):
@@ -735,7 +744,8 @@ def margin_ranking_loss(ce_i, ce_j, score_i, score_j, margin=0.0):
 
     score_* are the teacher's values (larger = better); for each pair the order is taken from them, so
     the subnet the teacher prefers must have the lower cross-entropy by `margin`. Teacher ties give 0.
-    Returns the mean over the pairs. Equals nn.MarginRankingLoss(margin)(ce_i, ce_j, sign(s_j - s_i)).
+    Returns the mean over the pairs. Equals nn.MarginRankingLoss(margin)(ce_i, ce_j, sign(s_j - s_i)) except on
+    teacher ties, which torch charges `margin` and this leaves at 0.
     """
     ce_i, ce_j = torch.as_tensor(ce_i), torch.as_tensor(ce_j)
     y = torch.sign(torch.as_tensor(score_j, dtype=ce_i.dtype, device=ce_i.device)
@@ -756,7 +766,8 @@ def one_sided_ranking_loss(ce_1, ce_2, score_1, score_2, margin=0.0):
 
 
 def rd_lambda(epoch, epochs, schedule="sin"):
-    """Weight of the ranking term: the authors' warm-up 2 sin(pi * 0.8 * t / T) (starts at 0), or constant 1."""
+    """lambda(t), the weight of the ranking term (the paper gives Eq. 3 without one; this is the authors' code):
+    2 sin(pi * 0.8 * t / T) is 0 at the start, 2 at t = 0.625 T and 1.18 at the end; or constant 1."""
     return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
 
 
@@ -810,7 +821,8 @@ def sandwich_step(net, x, y, largest, smallest, sample_arch, n_random=2):
 
 def rd_step(net, x, y, sampler, teacher, lam, margin=0.0, detach=False):
     """RD-NAS (Sec. 2.2): a pair from the margin subnet sampler, both CE losses, plus the ranking term of Eq. 3
-    in the zero-cost teacher's order: L = L_ce(a_i) + L_ce(a_j) + lambda(t) * L_rd(a_i, a_j)."""
+    in the zero-cost teacher's order: L = L_ce(a_i) + L_ce(a_j) + lambda(t) * L_rd(a_i, a_j) (the paper gives no
+    total loss; this sum is the authors' code)."""
     a_i, a_j = sampler()
     out_i, out_j = net(x, [a_i, a_j])                        # (B, classes) each, in one call (one DDP forward)
     ce_i, ce_j = F.cross_entropy(out_i, y), F.cross_entropy(out_j, y)
@@ -886,7 +898,8 @@ def precision_at_top(pred, true, fraction=0.1):
 
 
 def rank_metrics(pred, true):
-    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and P@top-10%, each in [-1, 1]."""
+    """Kendall tau (tau-b), Pearson r, Spearman rho (scipy; in [-1, 1]), CPR (Eq. 2; in [0, 1]) and, not in the
+    paper, P@top-10% (in [0, 1])."""
     from scipy import stats  # imported here so `import rdnas` stays light
     pred = np.asarray(pred, dtype=np.float64)
     finite = pred[np.isfinite(pred)]
@@ -968,7 +981,8 @@ def sample_eval_archs(ops, n, seed, table=None):
 
 def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None, key=arch_to_str, every=0):
     """Rank `archs` by supernet accuracy on the held-out images; with a ground truth {key(arch): accuracy},
-    also rank_metrics against it. `recal_loader()` gives the training batches of --bn recal."""
+    also rank_metrics against it. `recal_loader()` gives the training batches of --bn recal: a new loader per
+    arch with the same seed, so that every subnet's BN statistics are recomputed on the same K batches."""
     accs, t = [], time.time()
     for k, arch in enumerate(archs):
         accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches))
@@ -1067,6 +1081,13 @@ def eval_due(cfg, epoch):
     return bool(cfg.eval_every and epoch > 0 and epoch % cfg.eval_every == 0) or epoch == cfg.epochs
 
 
+def ranking_pending(cfg, space, run, done):
+    """Is a ranking due before the first epoch of train()? Yes for a run killed while ranking (it resumes from the
+    checkpoint written before that ranking) and for --epochs 0; never twice for one epoch."""
+    logged = bool(run.history) and run.history[-1]["epoch"] == run.epoch
+    return space.evaluate is not None and run.is_main and 0 <= done <= cfg.epochs and eval_due(cfg, done) and not logged
+
+
 # ---- Training loop ----
 
 def train(cfg, space, run, opt, stage="train", first_epoch=0):
@@ -1076,8 +1097,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
     net = getattr(space.model, "module", space.model)       # the supernet itself (space.model may be DDP)
     device = next(net.parameters()).device
     done = run.epoch - first_epoch                            # epochs of this stage finished before a resume
-    if space.evaluate and 0 <= done <= cfg.epochs and eval_due(cfg, done) and run.is_main and \
-            not (run.history and run.history[-1]["epoch"] == run.epoch):   # killed while ranking, or --epochs 0
+    if ranking_pending(cfg, space, run, done):              # killed while ranking, or --epochs 0
         run.history.append(evaluate_and_log(cfg, space, run))
         checkpoint(run, net, opt, space.sampler)
     images, seconds, last_finite = 0, 0.0, None
@@ -1138,7 +1158,7 @@ def train_nb201(cfg):
         name, batch = parse_proxies([cfg.teacher])[0], fixed_batch(data, cfg, device, train_loader)
         space.teacher = Teacher(lambda arch: score_arch(name, arch, kw, batch, cfg.eval_seed),
                                 path=os.path.join(run.out, f"teacher_{name}.json"))
-        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES.get(cfg.sampler),
+        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler],
                                             resolved_mu(cfg), cfg.candidates, cfg.max_tries, run.rng)
     eval_archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
     recal = (lambda: Loader(*data["train"], cfg.batch_size, train_loader.mean, train_loader.std, shuffle=True,

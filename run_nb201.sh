@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The paper's NAS-Bench-201 setup (Sec. 3.2, Tables 2-4) on one GPU: CIFAR-10 (cifar10-valid protocol),
-# C=16, N=5, 250 epochs of NB201's weight-sharing recipe, 200 ranked subnets, 3 seeds per row.
+# C=16, N=5, NB201's weight-sharing recipe for 250 epochs (the authors' scripts; the paper gives no number),
+# 200 ranked subnets, 3 seeds per row.
 # Usage: DATA=./data bash run_nb201.sh   (DATA holds cifar-10-batches-py/; BENCH defaults to the shipped table)
 # Each run resumes where it stopped if the script is started again.
 set -euo pipefail

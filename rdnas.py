@@ -434,6 +434,13 @@ def make_loaders(data, cfg, generator, augment=None):
     return train_loader, valid_loader
 
 
+def bn_recal_loader(data, batch_size, seed, train_loader):
+    """--bn recal's training batches, normalised as `train_loader`'s and shuffled by `seed` alone: made anew for
+    each subnet, it gives every subnet the same K batches."""
+    return Loader(*data["train"], batch_size, train_loader.mean, train_loader.std, shuffle=True,
+                  generator=torch.Generator().manual_seed(seed), layout=train_loader.layout)
+
+
 def fixed_batch(data, cfg, device, loader):
     """One seeded, normalised batch of training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
     xtr, ytr = data["train"]
@@ -850,7 +857,7 @@ class Space:
     ops: tuple = ()           # the candidate ops FairNAS permutes (NB201 only)
     sampler: object = None    # RD: the margin subnet sampler, () -> (a_i, a_j)
     teacher: object = None    # RD: the zero-cost teacher, arch -> score (cached)
-    evaluate: object = None   # epoch -> the ranking record of Sec. 3.2 (main process only)
+    evaluate: object = None   # () -> the ranking record of Sec. 3.2 (main process only)
 
 
 def method_step(cfg, space, rng, x, y, lam):
@@ -983,18 +990,15 @@ def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=Non
     """Rank `archs` by supernet accuracy on the held-out images; with a ground truth {key(arch): accuracy},
     also rank_metrics against it. `recal_loader()` gives the training batches of --bn recal: a new loader per
     arch with the same seed, so that every subnet's BN statistics are recomputed on the same K batches."""
+    gt = None if table is None else [lookup(table, a, key=key) for a in archs]   # an arch it lacks: fail before work
     accs, t = [], time.time()
     for k, arch in enumerate(archs):
         accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches))
         if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
             print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
     record = dict(archs=[key(a) for a in archs], supernet_acc=accs)
-    if table is not None:
-        missing = [k for k in record["archs"] if k not in table]
-        if missing:
-            raise UserError(f"the benchmark has no entry for {missing[0]} ({len(table)} archs in it)")
-        record["gt"] = [table[k] for k in record["archs"]]
-        record["metrics"] = rank_metrics(accs, record["gt"])
+    if gt is not None:
+        record.update(gt=gt, metrics=rank_metrics(accs, gt))
     return record
 
 
@@ -1066,7 +1070,7 @@ def epoch_record(cfg, space, run, stage, sums, steps, lr, seconds):
 def evaluate_and_log(cfg, space, run):
     """Rank the subnets (Sec. 3.2) and report tau, r, rho, CPR in one line and one log.jsonl record."""
     t = time.time()
-    record = space.evaluate(run.epoch)
+    record = space.evaluate()
     record.update(event="eval", epoch=run.epoch, bn=cfg.bn, seconds=time.time() - t)
     mean_acc = sum(record["supernet_acc"]) / len(record["archs"])
     summary = format_metrics(record["metrics"]) if "metrics" in record else "(no ground truth)"
@@ -1161,10 +1165,8 @@ def train_nb201(cfg):
         space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler],
                                             resolved_mu(cfg), cfg.candidates, cfg.max_tries, run.rng)
     eval_archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
-    recal = (lambda: Loader(*data["train"], cfg.batch_size, train_loader.mean, train_loader.std, shuffle=True,
-                            generator=torch.Generator().manual_seed(cfg.eval_seed), layout=train_loader.layout)) \
-        if cfg.bn == "recal" else None
-    space.evaluate = lambda epoch: evaluate_ranking(net, eval_archs, valid_loader, cfg, recal, table)
+    recal = (lambda: bn_recal_loader(data, cfg.batch_size, cfg.eval_seed, train_loader)) if cfg.bn == "recal" else None
+    space.evaluate = lambda: evaluate_ranking(net, eval_archs, valid_loader, cfg, recal, table)
     run.data = data_fingerprint(*data["train"], *data["valid"])
     if cfg.resume:
         restore(cfg, run, net, opt, space.sampler)
@@ -1553,15 +1555,18 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)   # < 2^63
 
 
-def resnet48_loaders(cfg, train_set, valid_set, rank, world, seed):
-    """Training loader of one epoch (this rank's share under torchrun) and the held-out loader."""
+def resnet48_train_loader(cfg, train_set, rank, world, seed):
+    """The training batches of one epoch, shuffled by `seed` (this rank's share under torchrun)."""
     per_rank = max(1, cfg.batch_size // world)              # --batch-size is the global batch
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
-    g = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(train_set, per_rank, shuffle=sampler is None, sampler=sampler, generator=g,
-                              num_workers=cfg.workers, drop_last=True, pin_memory=torch.cuda.is_available())
-    valid_loader = DataLoader(valid_set, cfg.eval_batch_size, num_workers=cfg.workers)
-    return train_loader, valid_loader, sampler
+    return DataLoader(train_set, per_rank, shuffle=sampler is None, sampler=sampler,
+                      generator=torch.Generator().manual_seed(seed), num_workers=cfg.workers, drop_last=True,
+                      pin_memory=torch.cuda.is_available())
+
+
+def resnet48_valid_loader(cfg, valid_set):
+    """The held-out batches the subnets are ranked on, in a fixed order."""
+    return DataLoader(valid_set, cfg.eval_batch_size, num_workers=cfg.workers)
 
 
 def resnet48_recal_loader(cfg, train_set):
@@ -1601,6 +1606,10 @@ def train_resnet48(cfg):
     Under torchrun every rank runs this: DDP averages gradients, every rank draws the same subnets (one
     seeded rng), only rank 0 logs, ranks and writes, and a resumed run needs the same world size.
     """
+    if cfg.method == "fairnas":
+        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
+    if cfg.method == "rd" and cfg.sampler == "group":
+        raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
     rank, world, device = init_distributed(cfg)
     run = open_run(cfg, is_main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
     seed_everything(cfg.seed)                                # identical initial weights on every rank
@@ -1617,10 +1626,8 @@ def train_resnet48(cfg):
         net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
-    if cfg.method == "fairnas":
-        raise UserError("--method fairnas permutes NB201 ops; for --space resnet48 use spos, sandwich or rd")
     def batches(epoch):                                      # a fresh loader per epoch, seeded by (seed, epoch)
-        return resnet48_loaders(cfg, train_set, valid_set, rank, world, epoch_seed(cfg.seed, epoch))[0]
+        return resnet48_train_loader(cfg, train_set, rank, world, epoch_seed(cfg.seed, epoch))
     space = Space(model, batches, lambda: sample_resnet48(run.rng),
                   largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
                   smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
@@ -1630,8 +1637,6 @@ def train_resnet48(cfg):
         space.teacher = Teacher(lambda a: resnet48_score(name, a, num_classes, base, cfg.resolution,
                                                          (xb.to(device), yb.to(device)), cfg.eval_seed),
                                 key=encode_resnet48_code, path=os.path.join(run.out, f"teacher_{name}.json") if run.is_main else None)
-        if cfg.sampler == "group":
-            raise UserError("--sampler group is defined on NB201 op groups; for --space resnet48 use hamming or uniform")
         space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
                                             cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, cfg.candidates, cfg.max_tries,
                                             run.rng)
@@ -1643,10 +1648,10 @@ def train_resnet48(cfg):
     table = load_resnet48_table(cfg.benchmark)
     eval_rng = random.Random(cfg.eval_seed)
     eval_archs = [sample_resnet48(eval_rng) for _ in range(eval_count(cfg.eval_archs))]
-    _, valid_loader, _ = resnet48_loaders(cfg, train_set, valid_set, 0, 1, cfg.seed)
-    space.evaluate = lambda epoch: evaluate_ranking(net, eval_archs, valid_loader, cfg,
-                                                    lambda: resnet48_recal_loader(cfg, train_set), table,
-                                                    key=encode_resnet48_code)
+    valid_loader = resnet48_valid_loader(cfg, valid_set)
+    space.evaluate = lambda: evaluate_ranking(net, eval_archs, valid_loader, cfg,
+                                              lambda: resnet48_recal_loader(cfg, train_set), table,
+                                              key=encode_resnet48_code)
     train(pretrain, dataclasses.replace(space, evaluate=None), run, opt, stage="pretrain")
     train(cfg, space, run, opt, stage="train", first_epoch=pretrain.epochs)
     # every rank reports a checksum of its weights: DDP keeps them identical
@@ -1698,7 +1703,7 @@ def rank_main(cfg):
     train_set, valid_set, num_classes = resnet48_datasets(mcfg)
     net, _ = build_resnet48(mcfg, num_classes, device)
     net.load_state_dict(ckpt["model"])
-    _, valid_loader, _ = resnet48_loaders(mcfg, train_set, valid_set, 0, 1, cfg.seed)
+    valid_loader = resnet48_valid_loader(mcfg, valid_set)
     print(f"ranking {len(archs)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
     record = evaluate_ranking(net, archs, valid_loader, cfg, lambda: resnet48_recal_loader(mcfg, train_set),
                               load_resnet48_table(cfg.benchmark), key=encode_resnet48_code,
@@ -1930,6 +1935,19 @@ def load_checkpoint(path, cfg=None):
     return ckpt
 
 
+def read_jsonl(path):
+    """The records of a JSON-lines file ([] if there is none), without a line cut short by a kill."""
+    records = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return records
+
+
 def trim_log(run):
     """Drop the log.jsonl records written after the checkpoint (and a line cut short by a kill), so that the log
     of a resumed run reads as if the run had never stopped."""
@@ -1937,16 +1955,9 @@ def trim_log(run):
     if not os.path.exists(path):
         return
     evaluated = {h["epoch"] for h in run.history}
-    kept = []
-    for line in open(path):
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if r.get("event") == "config" or (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or \
-                (r.get("event") == "eval" and r["epoch"] in evaluated):
-            kept.append(json.dumps(r) + "\n")
-    atomic_write_text(path, "".join(kept))
+    kept = [r for r in read_jsonl(path) if r.get("event") == "config" or
+            (r.get("event") == "epoch" and r["epoch"] <= run.epoch) or (r.get("event") == "eval" and r["epoch"] in evaluated)]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def restore(cfg, run, net, opt, sampler=None, total_epochs=None):
@@ -2239,8 +2250,8 @@ def load_benchmark(path, dataset="cifar10", metric="valid", column=None):
                         f"or an arch,accuracy table") from None
 
 
-def lookup(table, arch, path="the benchmark"):
-    key = arch_to_str(arch)
+def lookup(table, arch, path="the benchmark", key=arch_to_str):
+    key = key(arch)
     if key not in table:
         raise UserError(f"{path} has no entry for arch {key} ({len(table)} archs in the table)")
     return table[key]
@@ -2444,7 +2455,7 @@ def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2,
             seen[arch] = score(arch)
             trace.append((arch, seen[arch]))
     while len(seen) < min(population, budget):
-        visit(tuple(rng.choice(ops) for _ in EDGES))
+        visit(sample_nb201(rng, ops))
     while len(seen) < budget:
         parents = sorted(seen, key=seen.get, reverse=True)[:topk]
         before = len(seen)
@@ -2455,7 +2466,7 @@ def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2,
                 child = crossover(rng.choice(parents), rng.choice(parents), rng)
             visit(child)
         if len(seen) == before:   # the parents' neighbourhood is exhausted: add a random arch
-            visit(tuple(rng.choice(ops) for _ in EDGES))
+            visit(sample_nb201(rng, ops))
     return max(seen, key=seen.get), trace
 
 
@@ -2464,7 +2475,7 @@ def random_search(score, ops, budget, rng=None):
     rng = rng or random.Random(0)
     seen, trace = {}, []
     while len(seen) < min(budget, len(ops) ** len(EDGES)):
-        arch = tuple(rng.choice(ops) for _ in EDGES)
+        arch = sample_nb201(rng, ops)
         if arch not in seen:
             seen[arch] = score(arch)
             trace.append((arch, seen[arch]))
@@ -2560,8 +2571,7 @@ def run_search(cfg):
         net = NB201Supernet(model_cfg.C, model_cfg.N, kw["num_classes"], kw["in_channels"], ops).to(
             device, memory_format=train_loader.layout)
         net.load_state_dict(ckpt["model"])
-        recal = (lambda: Loader(*data["train"], model_cfg.batch_size, train_loader.mean, train_loader.std, shuffle=True,
-                                generator=torch.Generator().manual_seed(cfg.eval_seed), layout=train_loader.layout))
+        recal = lambda: bn_recal_loader(data, model_cfg.batch_size, cfg.eval_seed, train_loader)
         def score(arch):
             return subnet_accuracy(net, arch, valid_loader, cfg.bn, recal() if cfg.bn == "recal" else None, cfg.bn_batches)
     else:
@@ -2737,18 +2747,13 @@ def build_ground_truth(cfg):
                             f"choose another --out")
     atomic_write_text(recipe_path, json.dumps(recipe, indent=1))
     progress_path = os.path.join(out, "gt_progress.jsonl")
-    done, seconds, complete = {}, [], []
+    done, seconds = {}, []
     if os.path.exists(progress_path):
-        with open(progress_path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a kill
-                done[(r["arch"], r["seed"])] = r["acc"]
-                seconds.append(r.get("seconds", 0.0))
-                complete.append(json.dumps(r) + "\n")
-        atomic_write_text(progress_path, "".join(complete))  # without the cut line, so the next one starts clean
+        records = read_jsonl(progress_path)
+        for r in records:
+            done[(r["arch"], r["seed"])] = r["acc"]
+            seconds.append(r.get("seconds", 0.0))
+        atomic_write_text(progress_path, "".join(json.dumps(r) + "\n" for r in records))   # without a cut line
     print(f"building a ground truth of {len(archs)} archs x {cfg.gt_seeds} seeds in {out} "
           f"({len(done)} runs already done)")
     t0, new = time.time(), 0
@@ -2802,7 +2807,7 @@ def bench(cfg):
     rng = random.Random(cfg.seed)
     C, N, B, res = 16, 5, 64, 32
     x, y = torch.randn(B, 3, res, res, device=device), torch.randint(10, (B,), device=device)
-    archs = [tuple(rng.choice(OPS[1:]) for _ in EDGES) for _ in range(cfg.bench_archs)]
+    archs = [sample_nb201(rng, OPS[1:]) for _ in range(cfg.bench_archs)]
     results = {}
     # 1. supernet path vs the stand-alone network of the same arch (fwd + bwd + SGD step)
     supernet = NB201Supernet(C, N).to(device)

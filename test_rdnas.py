@@ -707,7 +707,7 @@ def test_resnet48_epoch_seeds_never_collide_across_run_seeds():
     assert len(seeds) == 20 * 100                         # seed + epoch would give 119 distinct values
     cfg = rdnas.parse_args(["--space", "resnet48", "--preset", "tiny"])
     train, valid, _ = rdnas.resnet48_datasets(cfg)
-    first = lambda seed, epoch: next(iter(rdnas.resnet48_loaders(cfg, train, valid, 0, 1, rdnas.epoch_seed(seed, epoch))[0]))[1]
+    first = lambda seed, epoch: next(iter(rdnas.resnet48_train_loader(cfg, train, 0, 1, rdnas.epoch_seed(seed, epoch))))[1]
     assert not torch.equal(first(1, 1), first(0, 2))       # run seed 1, epoch 1 is not run seed 0, epoch 2
 
 

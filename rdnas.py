@@ -709,12 +709,13 @@ class MarginSubnetSampler:
     authors' code resampled until a pair qualified, without bound; here at most `max_tries` rounds of n pairs
     are drawn, and if none qualifies the farthest pair seen is used and counted in `fallbacks`.
     `sample_arch(rng)` draws one arch of the space; `distance=None` gives plain random pairs (Table 4's "RD"
-    row). `histogram` counts the distances of the returned pairs, Hamming for plain random pairs (reset by the
-    caller each epoch).
+    row). `histogram` counts the distances of the returned pairs, for plain random pairs the space's Hamming
+    distance `hamming` (reset by the caller each epoch).
     """
 
-    def __init__(self, sample_arch, distance=None, mu=0.0, n=10, max_tries=10, rng=None):
+    def __init__(self, sample_arch, distance=None, mu=0.0, n=10, max_tries=10, rng=None, hamming=hamming_distance):
         self.sample_arch, self.distance, self.mu, self.n, self.max_tries = sample_arch, distance, mu, n, max_tries
+        self.hamming = hamming
         self.rng = rng or random.Random(0)                   # draws the archs and picks among the kept pairs
         self.fallbacks, self.histogram = 0, Counter()
 
@@ -722,7 +723,7 @@ class MarginSubnetSampler:
         draw = lambda: self.sample_arch(self.rng)
         if self.distance is None:
             a, b = draw(), draw()
-            self.histogram[hamming_distance(a, b)] += 1
+            self.histogram[self.hamming(a, b)] += 1
             return a, b
         farthest = None
         for _ in range(self.max_tries):
@@ -1639,7 +1640,7 @@ def train_resnet48(cfg):
                                 key=encode_resnet48_code, path=os.path.join(run.out, f"teacher_{name}.json") if run.is_main else None)
         space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
                                             cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, cfg.candidates, cfg.max_tries,
-                                            run.rng)
+                                            run.rng, hamming=resnet48_hamming)
     pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr, method="spos")
     if cfg.resume:
         restore(cfg, run, net, opt, space.sampler, pretrain.epochs + cfg.epochs)

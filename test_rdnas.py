@@ -731,6 +731,14 @@ def test_resnet48_train_and_rank_write_a_submission(tmp_path, capsys):
         rdnas.main(["--space", "resnet48", "--preset", "tiny", "--mode", "rank", "--out", out, "--archs", str(bad)])
 
 
+def test_resnet48_uniform_pairs_log_their_code_hamming_distances(tmp_path):
+    out = tmp_path / "r48u"
+    rdnas.main(["--space", "resnet48", "--preset", "tiny", "--sampler", "uniform", "--out", str(out)])
+    logged = [r["distances"] for r in map(json.loads, open(out / "log.jsonl")) if r.get("event") == "epoch" and r["stage"] == "train"]
+    drawn = sum(logged[-1].values())
+    assert drawn > 0 and sum(int(d) * n for d, n in logged[-1].items()) / drawn > 10   # random codes differ in ~35 digits
+
+
 def test_resnet48_init_skips_pretraining_and_rejects_another_shape(tmp_path, capsys):
     rdnas.main(["--space", "resnet48", "--preset", "tiny", "--out", str(tmp_path / "a")])
     capsys.readouterr()

@@ -732,8 +732,8 @@ def train_nb201(cfg, proxy=flops):
     print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} ({len(data['train'][0])} "
           f"train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, device {device}, run {run.out}")
     train(cfg, space, run, opt)
-    save(os.path.join(run.out, "results.json"), dict(config=run.config, benchmark=path, final=run.history[-1],
-               curve=[dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]))
+    curve = [dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]   # Fig. 1's points
+    save(os.path.join(run.out, "results.json"), dict(config=run.config, benchmark=path, final=run.history[-1], curve=curve))
     return net, run.history[-1]
 
 # =====================================================================================================
@@ -1284,8 +1284,8 @@ def run_search(cfg):
     tables = {c: load_benchmark(os.path.join(BENCHMARKS, "nb201.csv.gz"), col) for c, col in TABLE3_COLUMNS.items()}
     row = {c: tables[c][arch_to_str(best)] for c in TABLE3_COLUMNS}
     save(path, dict(config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(model_cfg), best=arch_to_str(best),
-                          best_score=dict(trace)[best], seconds=time.time() - t, table3=row,
-                          trace=[(arch_to_str(a), s) for a, s in trace]))
+                    best_score=dict(trace)[best], seconds=time.time() - t, table3=row,
+                    trace=[(arch_to_str(a), s) for a, s in trace]))
     print(f"best arch ({cfg.search} search by {cfg.search_by}, {len(trace)} archs scored): {arch_to_str(best)}")
     print(format_table3([(f"found ({cfg.search_by})", [row]), ("optimal", [{c: max(t.values()) for c, t in tables.items()}])]))
     return row

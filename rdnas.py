@@ -1,29 +1,14 @@
 """RD-NAS: Enhancing One-Shot Supernet Ranking Ability via Ranking Distillation from Zero-Cost Proxies.
-
-Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850
-Authors' code: https://github.com/pprp/CVPR2022-NAS-competition-Track1-3th-solution and PicoNAS (pprp/PicoNAS)
-
-RD-NAS trains a weight-sharing supernet and, besides cross-entropy, asks each pair of subnets to be ordered the
-way a zero-cost proxy (the cheap teacher) orders them: a margin ranking loss (Eq. 3) on pairs drawn by a margin
-subnet sampler that keeps pairs far apart in Group distance (Eq. 4).
-
-  Part I    the method on NAS-Bench-201, in the paper's order, readable on its own: the space and supernet, the
-            data, the teacher (FLOPs, Sec. 2.1), the distances and the margin subnet sampler (Sec. 2.2.2, Eq. 4), the
-            margin ranking loss (Sec. 2.2.1, Eq. 3), the SPOS / FairNAS / Sandwich / RD steps, the ranking metrics
-            (Eq. 2), the config, the training loop with its checkpoint.
-  Part II   the ResNet-like space of Sec. 3.1 (CVPR 2022 NAS Track 1), trained by Part I's loop under torchrun.
-  Part III  what reproduces the tables: the other zero-cost proxies (Table 2, Fig. 1), search (Table 3), summaries,
-            a speed benchmark, and the command line.
-
-Run:
+Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850 (authors' code: pprp/PicoNAS, and their CVPR 2022
+NAS Track 1 repository). A supernet trained with cross-entropy plus a margin ranking loss (Eq. 3) that orders pairs
+of subnets as a zero-cost proxy does, on pairs far apart in Group distance (Eq. 4). Part I: the method on NAS-Bench-201;
+Part II: the ResNet-like space of Sec. 3.1; Part III: the runs and tools that reproduce the tables, the command line.
   python rdnas.py --space nb201 --data DIR         # paper, 1 GPU: CIFAR-10 in DIR, NB201's ground truth shipped
-  python rdnas.py --preset cpu --data DIR          # the same, scaled down: about 1.5 minutes on 2 CPU cores
+  python rdnas.py --preset cpu --data DIR          # the same, scaled down: about 2 minutes on 2 CPU cores
   torchrun --nproc_per_node=8 rdnas.py --space resnet48 --data IMAGENET                      # paper, 8 GPUs
 """
 import argparse, copy, csv, dataclasses, datetime, glob, gzip, itertools, json, math, os, pickle, random, re, sys, time
-import timeit
 from collections import Counter
-
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -34,7 +19,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 # the shipped NB201 ground truth and split; next to this file (the working directory when pasted into a notebook)
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(globals().get("__file__", "rdnas.py"))), "benchmarks")
-
 
 # =====================================================================================================
 # Part I: RD-NAS on NAS-Bench-201
@@ -491,9 +475,8 @@ def arg(default, help=None):
 
 @dataclasses.dataclass
 class Config:
-    """Part I's settings; the defaults are the paper's NB201 setting, trained with NB201's weight-sharing recipe (SGD
-    Nesterov, momentum 0.9, lr 0.025 -> 0.001 cosine, weight decay 5e-4, batch 64, gradient norm clipped at 5).
-    Epochs: the paper says "consistent with NAS-Bench-201" (100); 250 is what the authors' PicoNAS scripts train."""
+    """Defaults: the paper's NB201 setting with NB201's weight-sharing recipe (SGD Nesterov, momentum 0.9, lr 0.025 cosine
+    to 0.001, wd 5e-4, batch 64, grad norm clip 5); 250 epochs as the authors' scripts (the paper: "as NAS-Bench-201")."""
     space: str = arg("nb201", "search space: nb201 (Sec. 3.2) | resnet48 (Sec. 3.1, Part II)")
     ops: str = arg("nb201", "nb201: the paper's 5 ops (15,625 archs) | no-none: the 4 ops the authors' code trained")
     C: int = arg(16, "NB201 initial channels")
@@ -700,41 +683,6 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
         if space.evaluate and run.is_main and due(epoch + 1):
             evaluate_and_log(cfg, space, run)
             save_checkpoint(run, net, opt, space)
-
-def train_nb201(cfg, proxy=flops):
-    """--mode train on NAS-Bench-201: the supernet, its data, the teacher (`proxy`) and the sampler; train(); results.json."""
-    run, device = open_run(cfg), get_device(cfg.device)
-    path = cfg.benchmark or ("none" if cfg.dataset == "synthetic" else os.path.join(BENCHMARKS, "nb201.csv.gz"))
-    table = None if path == "none" else load_benchmark(path, "cifar10-valid_valid")   # 200-epoch validation accuracy
-    seed_everything(cfg.seed)
-    data = load_dataset(cfg)
-    run.gen = torch.Generator().manual_seed(cfg.seed)        # data order and augmentation
-    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    train_loader = Loader(*data["train"], cfg.batch_size, cfg.dataset == "cifar10", run.gen, layout)
-    valid_loader = Loader(*data["valid"], cfg.eval_batch_size, layout=layout)
-    net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    space = Space(net, lambda epoch: train_loader, lambda: sample_nb201(run.rng, net.ops), LARGEST_NB201, SMALLEST_NB201)
-    if cfg.method == "rd":
-        net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
-        batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
-        space.teacher = Teacher(lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed))
-        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler],
-                                            cfg.mu if cfg.mu >= 0 else MU.get(cfg.sampler, 0.0), run.rng)
-    archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
-    recal = lambda: Loader(*data["train"], cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed),
-                           layout)                            # --bn recal: the same K batches for every subnet
-    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, table)
-    if not (cfg.resume and resume(cfg, run, net, opt, space)):
-        log_json(run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
-        print(f"ground truth: {path} ({len(table)} archs)" if table else "no ground truth (--benchmark none): the "
-              "subnets are trained and ranked, but no correlation is computed")
-    print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} ({len(data['train'][0])} "
-          f"train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, device {device}, run {run.out}")
-    train(cfg, space, run, opt)
-    curve = [dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]   # Fig. 1's points
-    save(os.path.join(run.out, "results.json"), dict(config=run.config, benchmark=path, final=run.history[-1], curve=curve))
-    return net, run.history[-1]
 
 # =====================================================================================================
 # Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1)
@@ -1087,9 +1035,45 @@ def rank_main(cfg):
 
 # =====================================================================================================
 # Part III: reproducing the tables
-# The zero-cost proxies of Table 2 and Fig. 1, scored against the benchmark; search (Table 3); summaries over run
-# folders (Tables 2-4, Fig. 1); a speed benchmark; the command line.
+# The NB201 training run (Part I's pieces wired together); the zero-cost proxies of Table 2 and Fig. 1; search
+# (Table 3); summaries over run folders (Tables 2-4, Fig. 1); a speed benchmark; the command line.
 # =====================================================================================================
+
+# ---- Training on NAS-Bench-201 (--mode train): Part I's pieces, wired ----
+def train_nb201(cfg, proxy=flops):
+    """--mode train on NAS-Bench-201: the supernet, its data, the teacher (`proxy`) and the sampler; train(); results.json."""
+    run, device = open_run(cfg), get_device(cfg.device)
+    path = cfg.benchmark or ("none" if cfg.dataset == "synthetic" else os.path.join(BENCHMARKS, "nb201.csv.gz"))
+    table = None if path == "none" else load_benchmark(path, "cifar10-valid_valid")   # 200-epoch validation accuracy
+    seed_everything(cfg.seed)
+    data = load_dataset(cfg)
+    run.gen = torch.Generator().manual_seed(cfg.seed)        # data order and augmentation
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    train_loader = Loader(*data["train"], cfg.batch_size, cfg.dataset == "cifar10", run.gen, layout)
+    valid_loader = Loader(*data["valid"], cfg.eval_batch_size, layout=layout)
+    net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    space = Space(net, lambda epoch: train_loader, lambda: sample_nb201(run.rng, net.ops), LARGEST_NB201, SMALLEST_NB201)
+    if cfg.method == "rd":
+        net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
+        batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
+        space.teacher = Teacher(lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed))
+        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler],
+                                            cfg.mu if cfg.mu >= 0 else MU.get(cfg.sampler, 0.0), run.rng)
+    archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
+    recal = lambda: Loader(*data["train"], cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed),
+                           layout)                            # --bn recal: the same K batches for every subnet
+    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, table)
+    if not (cfg.resume and resume(cfg, run, net, opt, space)):
+        log_json(run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
+        print(f"ground truth: {path} ({len(table)} archs)" if table else "no ground truth (--benchmark none): the "
+              "subnets are trained and ranked, but no correlation is computed")
+    print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} ({len(data['train'][0])} "
+          f"train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, device {device}, run {run.out}")
+    train(cfg, space, run, opt)
+    curve = [dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]   # Fig. 1's points
+    save(os.path.join(run.out, "results.json"), dict(config=run.config, benchmark=path, final=run.history[-1], curve=curve))
+    return net, run.history[-1]
 
 # ---- Zero-cost proxies of Table 2 and Fig. 1 (any of them is also a teacher: --teacher) ----
 def conv_linear_weights(net):
@@ -1375,6 +1359,7 @@ def bench(cfg):
     torch.manual_seed(cfg.seed)
     def seconds(fn, repeats=3):                              # the median time of fn() after one warm-up call
         fn()
+        import timeit
         return float(np.median(timeit.repeat(fn, number=1, repeat=repeats)))
     def sgd_step(net, x, y, *arch):
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)

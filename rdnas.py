@@ -215,11 +215,6 @@ class Loader:
         x = padded[torch.arange(B)[:, None, None, None], torch.arange(C)[None, :, None, None], rows, cols]
         return torch.where((torch.rand(B, generator=g) < 0.5)[:, None, None, None], x.flip(3), x)
 
-def fixed_batch(data, n, seed, device):
-    """`n` seeded training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
-    idx = torch.randperm(len(data["train"][0]), generator=torch.Generator().manual_seed(seed))[:n]
-    return data["train"][0][idx].to(device), data["train"][1][idx].to(device)
-
 # ---- Zero-cost proxies as the teacher (Sec. 2.1, Sec. 2.2) ----
 # A proxy is fn(net, inputs, targets) -> float, larger = better. The authors' NB201 teacher is FLOPs; Table 2's other
 # proxies (SNIP, GraSP, Synflow, Zen-score, NASWOT) are in Part III, and main() passes any of them (--teacher).
@@ -391,8 +386,9 @@ def concordant_pair_ratio(pred, true):
     concordant = sum(int(np.count_nonzero((true[i] - true[i + 1:]) * (pred[i] - pred[i + 1:]) > 0)) for i in range(len(pred)))
     return concordant / (len(pred) * (len(pred) - 1) / 2)
 
-def rank_metrics(pred, true):
-    """Kendall tau (b), Pearson r, Spearman rho (scipy) and CPR (Eq. 2); NaN and -inf rank last, a constant gets 0."""
+def rank_metrics(pred, true, teacher=None):
+    """Kendall tau (b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and, given the teacher's scores, Kendall tau (b)
+    within the teacher's ties: what the supernet ranks beyond its teacher. NaN and -inf rank last; a constant gets 0."""
     from scipy import stats  # imported here so that `import rdnas` stays light
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     finite = pred[np.isfinite(pred)]
@@ -401,14 +397,20 @@ def rank_metrics(pred, true):
     safe = lambda x: float(x) if np.isfinite(x) else 0.0
     with np.errstate(all="ignore"):
         r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
-        return dict(tau=safe(stats.kendalltau(pred, true).statistic), r=r, rho=safe(stats.spearmanr(pred, true).statistic),
-                    cpr=concordant_pair_ratio(pred, true))
+        m = dict(tau=safe(stats.kendalltau(pred, true).statistic), r=r, rho=safe(stats.spearmanr(pred, true).statistic),
+                 cpr=concordant_pair_ratio(pred, true))
+        if teacher is not None:      # over the pairs i<j with z_i = z_j (equal FLOPs: sums of per-op costs, so isclose)
+            i, j = np.triu_indices(len(pred), 1)
+            tied = np.isclose(np.asarray(teacher)[i], np.asarray(teacher)[j], rtol=1e-9, atol=0)
+            dp, dt = np.sign(pred[i] - pred[j])[tied], np.sign(true[i] - true[j])[tied]   # s_ij = sign(dp_ij) sign(dt_ij)
+            m["tau_ties"] = safe(np.sum(dp * dt) / np.sqrt(np.count_nonzero(dp) * np.count_nonzero(dt)))
+    return m
 
 # ---- Ranking evaluation (Sec. 3.2: 200 random subnets against the ground truth) ----
-def subnet_accuracy(net, arch, loader, bn="train", recal_loader=None, bn_batches=10):
-    """Top-1 accuracy (%) of one subnet on the held-out images. BN on each batch's statistics (bn="train", the authors'
-    code), or on running statistics recomputed for this subnet on `bn_batches` training batches (bn="recal", SPOS)."""
-    device, correct, total = next(net.parameters()).device, 0, 0
+def subnet_accuracy(net, arch, batches, bn="train", recal_loader=None, bn_batches=10):
+    """Top-1 accuracy (%) of one subnet on held-out `batches`, and the images it gets right. BN on each batch's statistics
+    (bn="train", the authors' code), or on running statistics recomputed on `bn_batches` training batches (SPOS)."""
+    device = next(net.parameters()).device
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     if bn == "recal":
         for m in bns:
@@ -421,25 +423,29 @@ def subnet_accuracy(net, arch, loader, bn="train", recal_loader=None, bn_batches
             m.momentum = 0.1
     net.train(bn == "train")
     with torch.no_grad():
-        for x, y in loader:
-            correct, total = correct + (net(x.to(device), arch).argmax(1).cpu() == y).sum().item(), total + len(y)
-    return 100.0 * correct / total
+        hits = torch.cat([net(x.to(device), arch).argmax(1) == y.to(device) for x, y in batches]).cpu()
+    return 100.0 * hits.sum().item() / len(hits), hits
 
 def sample_eval_archs(ops, n, seed, table=None):
     """Sec. 3.2's 200 random subnets (--eval-archs, of the benchmark's archs), drawn by the evaluation seed alone."""
     pool = [a for a in all_archs(ops) if table is None or arch_to_str(a) in table]
     return pool if n == "all" else random.Random(seed).sample(pool, min(int(n), len(pool)))
 
-def evaluate_ranking(net, archs, valid_loader, cfg, recal_loader=None, table=None, key=arch_to_str, every=0):
-    """Rank `archs` by supernet accuracy on the held-out images; tau, r, rho, CPR against {key(arch): accuracy}."""
+def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, every=0, teacher=None):
+    """Rank `archs` by supernet accuracy on the held-out `batches`: tau, r, rho, CPR (and tau within the ties of
+    `teacher`) against {key(arch): accuracy}; the noise ceiling, tau between the rankings on the two halves of `batches`."""
     gt = None if table is None else [lookup(table, a, key) for a in archs]   # an arch it lacks: fail before work
-    accs, t = [], time.time()
+    accs, hits, t = [], [], time.time()
     for k, arch in enumerate(archs):
-        accs.append(subnet_accuracy(net, arch, valid_loader, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches))
+        acc, hit = subnet_accuracy(net, arch, batches, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches)
+        accs.append(acc), hits.append(hit)
         if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
             print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
-    record = dict(archs=[key(a) for a in archs], supernet_acc=accs)
-    return record if gt is None else dict(record, gt=gt, metrics=rank_metrics(accs, gt))
+    hits, n = torch.stack(hits), len(hits[0]) // 2                          # (subnets, images)
+    record = dict(archs=[key(a) for a in archs], supernet_acc=accs, split_half_images=n,
+                  split_half_tau=rank_metrics(hits[:, :n].sum(1), hits[:, n:2 * n].sum(1))["tau"])
+    ties = None if teacher is None else [teacher(a) for a in archs]
+    return record if gt is None else dict(record, gt=gt, metrics=rank_metrics(accs, gt, ties))
 
 def load_benchmark(path, column="accuracy", key=lambda s: arch_to_str(str_to_arch(s))):
     """A ground-truth CSV, gzipped or not -> {key(arch): accuracy}: `column` of the shipped NB201 table
@@ -598,9 +604,10 @@ def resume(cfg, run, net, opt, space):
     net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
     run.epoch, run.history = ckpt["epoch"], ckpt["history"]
     run.rng.setstate(ckpt["python_rng"]), torch.set_rng_state(ckpt["torch_rng"])
+    if space.teacher is not None:
+        space.teacher.update(ckpt["teacher"])
     if space.sampler:                                        # RD
         space.sampler.fallbacks = ckpt["fallbacks"]
-        space.teacher.update(ckpt["teacher"])
     if run.gen:
         run.gen.set_state(ckpt["data_rng"])
     log_json(run, dict(event="resume", epoch=run.epoch))
@@ -629,12 +636,14 @@ def method_step(cfg, space, rng, x, y, lam):
             "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin, cfg.rd_detach)}[cfg.method]()
 
 def evaluate_and_log(cfg, space, run):
-    """Rank the subnets (Sec. 3.2): one line with tau, r, rho, CPR, and one log.jsonl record."""
+    """Rank the subnets (Sec. 3.2): one line with tau, r, rho, CPR, tau within the teacher's ties and the split-half tau
+    (the two rankings on the two halves of the held-out images), and one log.jsonl record."""
     t = time.time()
     record = dict(space.evaluate(), event="eval", epoch=run.epoch, bn=cfg.bn)
     summary = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record.get("metrics", {}).items()) or "(no ground truth)"
-    print(f"eval epoch {run.epoch}: {len(record['archs'])} subnets, bn={cfg.bn}, mean acc "
-          f"{np.mean(record['supernet_acc']):.2f}%  {summary}  [{time.time() - t:.1f}s]", flush=True)
+    print(f"eval epoch {run.epoch}: {len(record['archs'])} subnets, bn={cfg.bn}, mean acc {np.mean(record['supernet_acc']):.2f}%  "
+          f"{summary}  split-half tau ({record['split_half_images']} vs {record['split_half_images']} images)="
+          f"{100 * record['split_half_tau']:6.2f}  [{time.time() - t:.1f}s]", flush=True)
     log_json(run, record)
     run.history.append(record)
 
@@ -1050,20 +1059,20 @@ def train_nb201(cfg, proxy=flops):
     run.gen = torch.Generator().manual_seed(cfg.seed)        # data order and augmentation
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     train_loader = Loader(*data["train"], cfg.batch_size, cfg.dataset == "cifar10", run.gen, layout)
-    valid_loader = Loader(*data["valid"], cfg.eval_batch_size, layout=layout)
+    valid = [(x.to(device), y.to(device)) for x, y in Loader(*data["valid"], cfg.eval_batch_size, layout=layout)]  # once
     net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     space = Space(net, lambda epoch: train_loader, lambda: sample_nb201(run.rng, net.ops), LARGEST_NB201, SMALLEST_NB201)
+    net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
+    batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
+    space.teacher = Teacher(lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed))   # RD's, and its ties
     if cfg.method == "rd":
-        net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
-        batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
-        space.teacher = Teacher(lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed))
         space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler],
                                             cfg.mu if cfg.mu >= 0 else MU.get(cfg.sampler, 0.0), run.rng)
     archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
     recal = lambda: Loader(*data["train"], cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed),
                            layout)                            # --bn recal: the same K batches for every subnet
-    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, table)
+    space.evaluate = lambda: evaluate_ranking(net, archs, valid, cfg, recal, table, teacher=space.teacher)
     if not (cfg.resume and resume(cfg, run, net, opt, space)):
         log_json(run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
         print(f"ground truth: {path} ({len(table)} archs)" if table else "no ground truth (--benchmark none): the "
@@ -1076,6 +1085,11 @@ def train_nb201(cfg, proxy=flops):
     return net, run.history[-1]
 
 # ---- Zero-cost proxies of Table 2 and Fig. 1 (any of them is also a teacher: --teacher) ----
+def fixed_batch(data, n, seed, device):
+    """`n` seeded training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
+    idx = torch.randperm(len(data["train"][0]), generator=torch.Generator().manual_seed(seed))[:n]
+    return data["train"][0][idx].to(device), data["train"][1][idx].to(device)
+
 def conv_linear_weights(net):
     return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
@@ -1120,10 +1134,9 @@ def synflow(net, inputs, targets):
 def zen(net, inputs, targets, gamma=1e-2):
     """Zen-score (Lin et al., ICCV 2021, ref. [3]), data-free, with w ~ N(0, 1) and BN in train mode:
     log E ||f(x) - f(x + gamma*eps)||_1 + sum over BN of log sqrt(mean sigma^2).
-    As every reference computes it (ZenNAS's no_reslink; the authors' Track 1 model), on the network without its
-    residual shortcuts (each block's `residual` switch). f is the pre-pooling map (`net.features`), sigma^2 each BN's
-    variance over the batch of x (running variance at momentum 1); a BN that saw only zeros (fed by `none` edges
-    alone) is left out, so that only an arch with no path to the output scores -inf."""
+    As ZenNAS and the authors' code (PicoNAS) compute it: on the network without its residual shortcuts (each block's
+    `residual` switch), f the pre-pooling map (`net.features`), sigma^2 each BN's running variance after both forward
+    passes at the default momentum 0.1, over all BNs; an arch with no path to the output scores -inf."""
     net = copy.deepcopy(net).train()
     g = torch.Generator(device=inputs.device).manual_seed(0)
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -1136,13 +1149,11 @@ def zen(net, inputs, targets, gamma=1e-2):
             if hasattr(m, "residual"):
                 m.residual = False
         for m in bns:
-            m.reset_running_stats(), setattr(m, "momentum", 1.0)
+            m.reset_running_stats()
         x = torch.randn(inputs.shape, generator=g, device=inputs.device)
         x2 = x + gamma * torch.randn(inputs.shape, generator=g, device=inputs.device)
-        f1 = net.features(x)                                     # (B, C', H', W')
-        log_bn = sum(torch.log(v.sqrt()) for v in [m.running_var.mean() for m in bns if m.num_batches_tracked] if v > 0)
-        delta = (f1 - net.features(x2)).abs().sum((1, 2, 3)).mean()
-        score = float(torch.log(delta) + log_bn)
+        delta = (net.features(x) - net.features(x2)).abs().sum((1, 2, 3)).mean()     # f: (B, C', H', W')
+        score = float(torch.log(delta) + sum(torch.log(m.running_var.mean().sqrt()) for m in bns))
     return score if math.isfinite(score) else -math.inf
 
 def naswot(net, inputs, targets):
@@ -1180,14 +1191,15 @@ def proxy_table(cfg):
     archs = sample_eval_archs(OP_SETS[cfg.ops], cfg.eval_archs, cfg.eval_seed, table)
     print(f"scoring {len(archs)} archs with {', '.join(names)} (C={cfg.C}, N={cfg.N}, {batch[0].shape[-1]}px, batch "
           f"{len(batch[0])}); ground truth: {cfg.benchmark or 'the shipped NB201 table'}")
-    print(f"{'proxy':10s} {'tau':>7s} {'r':>7s} {'rho':>7s} {'CPR':>7s} {'s/arch':>9s}")
-    rows = {}
+    print(f"{'proxy':10s} {'tau':>7s} {'r':>7s} {'rho':>7s} {'CPR':>7s} {'tau_ties':>8s} {'s/arch':>9s}")
+    rows, ties = {}, [arch_cost(a, **net_args)[0] for a in archs]     # tau within the ties of FLOPs, RD's teacher
     for name in names:
         t = time.time()
         scores = [score_arch(PROXIES[name], a, net_args, batch, cfg.seed) for a in archs]
         rows[name] = dict(seconds_per_arch=(time.time() - t) / len(archs), scores=scores,
-                          metrics=rank_metrics(scores, [lookup(table, a) for a in archs]))
+                          metrics=rank_metrics(scores, [lookup(table, a) for a in archs], ties))
         print(f"{name:10s}" + "".join(f" {100 * rows[name]['metrics'][k]:7.2f}" for k in ("tau", "r", "rho", "cpr"))
+              + f" {100 * rows[name]['metrics']['tau_ties']:8.2f}"
               + f" {rows[name]['seconds_per_arch']:9.4f}")
     save(path, dict(config=dataclasses.asdict(cfg), archs=[arch_to_str(a) for a in archs], proxies=rows))
     return rows
@@ -1249,9 +1261,9 @@ def run_search(cfg):
     if cfg.search_by == "supernet":
         net = NB201Supernet(model_cfg.C, model_cfg.N, 10, ops).to(device, memory_format=layout)
         net.load_state_dict(ckpt["model"])
-        valid = Loader(*data["valid"], cfg.eval_batch_size, layout=layout)
+        valid = [(x.to(device), y.to(device)) for x, y in Loader(*data["valid"], cfg.eval_batch_size, layout=layout)]
         recal = lambda: Loader(*data["train"], model_cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed), layout)
-        score = lambda arch: subnet_accuracy(net, arch, valid, cfg.bn, recal(), cfg.bn_batches)
+        score = lambda arch: subnet_accuracy(net, arch, valid, cfg.bn, recal(), cfg.bn_batches)[0]
     else:
         net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
         batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
@@ -1275,18 +1287,24 @@ def run_search(cfg):
     return row
 
 # ---- Summaries over runs (Tables 2, 3 and 4) and Fig. 1 ----
-def plot_fig1(curves, proxy_taus, path, title):
-    """Fig. 1: tau against epoch per method {label: ([epochs], [tau])}, proxies {name: tau} as lines; needs matplotlib."""
+def plot_fig1(curves, lines, path):
+    """Fig. 1 and the budget curve: tau and tau within the teacher's ties (mean +- std over runs) against epochs,
+    {label: {epoch: [metrics]}}; `lines` {label: [metrics]} (proxies, the untrained supernet) drawn across; matplotlib."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for k, (label, (epochs, taus)) in enumerate(curves.items()):
-        ax.plot(epochs, [100 * t for t in taus], "o-", color=f"C{k}", label=f"{label} (one-shot)")
-    for k, (name, tau) in enumerate(proxy_taus.items()):
-        ax.axhline(100 * tau, ls="--", lw=1, color=f"C{(k + len(curves)) % 10}", label=f"{name} (zero-shot)")
-    ax.set(xlabel="epoch", ylabel="Kendall tau (%)", title=title)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key in zip(axes, ("tau", "tau_ties")):
+        for k, (label, points) in enumerate(curves.items()):
+            epochs = sorted(points)
+            taus = [[100 * m.get(key, np.nan) for m in points[e]] for e in epochs]
+            ax.errorbar(epochs, np.mean(taus, 1), np.std(taus, 1), fmt="o-", capsize=3, color=f"C{k}", label=label)
+        for k, (label, rows) in enumerate(lines.items()):
+            ax.axhline(np.mean([100 * m.get(key, np.nan) for m in rows]), ls="--", lw=1, color=f"C{k + len(curves)}",
+                       label=label)
+        ax.set(xlabel="epochs", ylabel=f"Kendall {key} (%)", title={"tau": "Kendall tau against NB201",
+               "tau_ties": "Kendall tau within the teacher's ties"}[key])
+    axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -1320,27 +1338,28 @@ def summarize(cfg):
     for r in runs:
         c = r["config"]
         name = label(c) + ("".join(f" {k}={c.get(k)}" for k in varying) if c["epochs"] else "")
-        ranking.setdefault(name, []).append(r["final"]["metrics"])
-        if len(r["curve"]) > 1:
-            curves.setdefault(name, []).append({p["epoch"]: p["metrics"]["tau"] for p in r["curve"]})
-    lines = [f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>14s}" for k in ("tau", "r", "rho", "CPR"))]
+        ranking.setdefault(name, []).append(dict(r["final"]["metrics"], split_half=r["final"].get("split_half_tau", np.nan)))
+        if c["epochs"]:      # Fig. 1 (--eval-every) or the budget curve (runs of other --epochs): tau at each epoch
+            curve = curves.setdefault(label(c) + "".join(f" {k}={c.get(k)}" for k in varying if k != "epochs"), {})
+            for p in r["curve"]:
+                curve.setdefault(p["epoch"], []).append(p["metrics"])
+    columns = ("tau", "r", "rho", "cpr", "tau_ties", "split_half")
+    lines = [f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>16s}" for k in columns)]
     for name, rows in list(proxies.items()) + list(ranking.items()):
         lines.append(f"{name:18s} {len(rows):4d} " + " ".join(
-            f"{100 * np.mean([m[k] for m in rows]):6.2f}+-{100 * np.std([m[k] for m in rows]):5.2f}".rjust(14)
-            for k in ("tau", "r", "rho", "cpr")))
+            f"{100 * np.mean([m.get(k, np.nan) for m in rows]):6.2f}+-{100 * np.std([m.get(k, np.nan) for m in rows]):5.2f}"
+            .rjust(16) for k in columns))
     if searches:
         lines.append(format_table3(list(searches.items())))
     print("\n".join(lines))
     summary = dict(ranking=ranking, proxies=proxies, search=searches)
     if path:
         save(path, summary)
-    if cfg.plot:  # Fig. 1: mean tau per epoch over the seeds of each method
-        if not curves:
-            raise UserError("--plot needs runs trained with --eval-every (a tau curve, not a single evaluation)")
-        means = {n: (sorted(set.intersection(*(set(r) for r in rs))), rs) for n, rs in curves.items()}
-        plot_fig1({n: (e, [np.mean([r[k] for r in rs]) for k in e]) for n, (e, rs) in means.items()},
-                  {n: np.mean([m["tau"] for m in rows]) for n, rows in proxies.items()},
-                  os.path.join(cfg.out or ".", "fig1_tau.png"), "Kendall tau of the supernet ranking vs zero-cost proxies")
+    if cfg.plot:
+        if not any(len(points) > 1 for points in curves.values()):
+            raise UserError("--plot needs tau at two epochs or more: runs with --eval-every, or runs of other --epochs")
+        plot_fig1(curves, {**proxies, **{n: rows for n, rows in ranking.items() if n == "random init"}},
+                  os.path.join(cfg.out or ".", "fig1_tau.png"))
     return summary
 
 # ---- Speed: the README's figures as ratios of two timings taken in one run (--mode bench) ----

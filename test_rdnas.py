@@ -34,33 +34,28 @@ def random_archs(n, seed=0, ops=OPS):
 def random_codes(n, seed=0):
     return [rdnas.encode_resnet48_code(rdnas.sample_resnet48(rng)) for rng in [random.Random(seed)] for _ in range(n)]
 
-def is_connected(arch):
-    """A path of non-`none` edges from node 0 to node 3 (else the cell outputs zeros)."""
+def is_connected(arch):  # A path of non-`none` edges from node 0 to node 3 (else the cell outputs zeros).
     reach = {0}
     for (i, j), op in zip(rdnas.EDGES, arch):
         reach |= {j} if op != "none" and i in reach else set()
     return 3 in reach
 
-def snapshot(folder):
-    """Every file under `folder` and its bytes."""
+def snapshot(folder):  # Every file under `folder` and its bytes.
     return {os.path.relpath(os.path.join(d, f), folder): open(os.path.join(d, f), "rb").read()
             for d, _, names in os.walk(folder) for f in names}
 
-def run_main(argv):
-    """main(argv) -> (its return value, what it printed)."""
+def run_main(argv):  # main(argv) -> (its return value, what it printed).
     with contextlib.redirect_stdout(io.StringIO()) as out:
         result = rdnas.main([str(a) for a in argv])
     return result, out.getvalue()
 
-def one_line_error(argv):
-    """main(argv) must stop with the one line `rdnas: error: ...`; returns it."""
+def one_line_error(argv):  # main(argv) must stop with the one line `rdnas: error: ...`; returns it.
     with pytest.raises(SystemExit) as e:
         run_main(argv)
     assert str(e.value.code).startswith("rdnas: error:") and "\n" not in str(e.value.code), str(e.value.code)
     return str(e.value.code)
 
-def eval_line(text):
-    """The last printed eval line, without its timing."""
+def eval_line(text):  # The last printed eval line, without its timing.
     return [line for line in text.splitlines() if line.startswith("eval epoch")][-1].rsplit("[", 1)[0]
 
 def assert_same_run(a, b):
@@ -73,7 +68,6 @@ def assert_same_run(a, b):
 def batch16():
     g = torch.Generator().manual_seed(0)
     return torch.randn(16, 3, 8, 8, generator=g), torch.randint(10, (16,), generator=g)
-
 
 # =====================================================================================================
 # Part I: RD-NAS on NAS-Bench-201
@@ -205,9 +199,7 @@ def test_distances_hand_worked_the_mean_group_distance_is_mu_and_the_sampler_kee
     s = rdnas.MarginSubnetSampler(rdnas.sample_nb201, rdnas.group_distance, 6.7, random.Random(0))
     assert all(rdnas.group_distance(*s()) > 6.7 for _ in range(200)) and s.fallbacks == 0
     seen = []
-    def distance(a, b):
-        seen.append(rdnas.group_distance(a, b))
-        return seen[-1]
+    distance = lambda a, b: seen.append(rdnas.group_distance(a, b)) or seen[-1]
     impossible = rdnas.MarginSubnetSampler(rdnas.sample_nb201, distance, 12.0, random.Random(0), n=4, max_tries=3)
     pair = impossible()                        # 12 = 6 x 2 is the largest Group distance: no pair exceeds it
     assert impossible.fallbacks == 1 and len(seen) == 12 and rdnas.group_distance(*pair) == max(seen)
@@ -292,6 +284,11 @@ def test_rank_metrics_equal_scipy_rank_nan_and_minus_inf_last_and_cpr_is_hand_wo
     # pairs (0,1): (1-3)(1-2) > 0 yes; (0,2): (1-2)(1-3) > 0 yes; (1,2): (3-2)(2-3) < 0 no -> 2/3; ties never count
     assert rdnas.concordant_pair_ratio([1, 3, 2], [1, 2, 3]) == pytest.approx(2 / 3)
     assert rdnas.concordant_pair_ratio([1, 1, 1], [1, 2, 3]) == 0.0 == rdnas.concordant_pair_ratio([3, 2, 1], [1, 2, 3])
+    # tau within the teacher's ties: pairs (0,1) +1, (2,3) -1, (2,4) -1, (3,4) -1 -> -2 / sqrt(4 * 4); 0.1+0.2 ties 0.3
+    assert rdnas.rank_metrics([1, 2, 3, 0, 4], [10, 20, 5, 30, 1], [0.7, 0.7, 0.1 + 0.2, 0.3, 0.3])["tau_ties"] == -0.5
+    assert rdnas.rank_metrics(pred, true, [1] * 200)["tau_ties"] == pytest.approx(stats.kendalltau(low, true).statistic)
+    copy_, teacher = rdnas.rank_metrics(np.round(true), true, np.round(true)), rdnas.rank_metrics(true, true, np.round(true))
+    assert copy_["tau_ties"] == 0.0 < teacher["tau_ties"]          # a copy of its teacher ranks nothing within its ties
 
 # ---- Ranking evaluation (Sec. 3.2: 200 random subnets against the ground truth) ----
 def test_subnet_accuracy_uses_batch_statistics_or_recalibrates_them_and_ranking_checks_the_table_first(monkeypatch):
@@ -300,12 +297,15 @@ def test_subnet_accuracy_uses_batch_statistics_or_recalibrates_them_and_ranking_
     loader, recal = rdnas.Loader(x, y, 16), lambda: rdnas.Loader(x, y, 8, False, torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = 100 * sum((sn.train()(xb, arch).argmax(1) == yb).sum().item() for xb, yb in loader) / 40
-    assert rdnas.subnet_accuracy(sn, arch, loader, "train") == expected
+    assert rdnas.subnet_accuracy(sn, arch, loader, "train")[0] == expected
     first = rdnas.subnet_accuracy(sn, arch, loader, "recal", recal(), 2)
     for m in sn.modules():                          # recalibration forgets the running statistics it found
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.fill_(3.0), m.running_var.fill_(9.0)
-    assert rdnas.subnet_accuracy(sn, arch, loader, "recal", recal(), 2) == first
+    assert rdnas.subnet_accuracy(sn, arch, loader, "recal", recal(), 2)[0] == first[0]
+    record = rdnas.evaluate_ranking(sn, archs := random_archs(12, 2), rdnas.Loader(x, y, 20), rdnas.Config())   # split-half
+    halves = [[rdnas.subnet_accuracy(sn, a, [(x[k:k + 20], y[k:k + 20])])[0] for a in archs] for k in (0, 20)]
+    assert record["split_half_images"] == 20 and record["split_half_tau"] == pytest.approx(stats.kendalltau(*halves).statistic)
     archs, calls = random_archs(3, seed=5), []       # an arch without ground truth is refused before any ranking
     monkeypatch.setattr(rdnas, "subnet_accuracy", lambda *a: calls.append(a) or 50.0)
     with pytest.raises(UserError, match="no entry for arch"):
@@ -371,14 +371,14 @@ def test_smoke_run_prints_the_eval_line_with_the_papers_metrics_and_its_checkpoi
     events = [(r["event"], r.get("epoch")) for r in map(json.loads, open(out / "log.jsonl"))]
     assert events == [("config", None), ("epoch", 1), ("epoch", 2), ("eval", 2), ("epoch", 3), ("eval", 3)]
     final = json.load(open(out / "results.json"))["final"]
-    metrics = rdnas.rank_metrics(final["supernet_acc"], final["gt"])
-    assert final["metrics"] == pytest.approx(metrics) and len(final["archs"]) == 6
+    ties = [rdnas.arch_cost(str_to_arch(a), 4, 1, 10, 8)[0] for a in final["archs"]]    # tau within the ties of FLOPs
+    metrics = rdnas.rank_metrics(final["supernet_acc"], final["gt"], ties)
+    assert final["metrics"] == pytest.approx(metrics) and len(final["archs"]) == 6 and "tau_ties" in metrics
     assert line.startswith("eval epoch 3: 6 subnets") and all(f"{k}={100 * v:6.2f}" in line for k, v in metrics.items())
     assert rdnas.load_checkpoint(str(out / "ckpt.pt"))["epoch"] == 3      # as --resume and --mode search read it
 
 def test_sigkill_then_resume_gives_the_same_weights_and_eval_line(reference, tmp_path):
-    args, ref, line = reference
-    out = tmp_path / "killed"
+    (args, ref, line), out = reference, tmp_path / "killed"
     proc, t = subprocess.Popen([sys.executable, RDNAS] + [str(a) for a in args] + ["--out", str(out)], env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), time.time()
     while not ((out / "log.jsonl").exists() and '"event": "epoch"' in (out / "log.jsonl").read_text()):
@@ -391,8 +391,7 @@ def test_sigkill_then_resume_gives_the_same_weights_and_eval_line(reference, tmp
 
 @pytest.mark.parametrize("where", ["before the first checkpoint", "while writing a checkpoint", "while ranking"])
 def test_a_kill_anywhere_then_resume_is_exact_and_a_fresh_run_there_is_refused(where, reference, tmp_path, monkeypatch):
-    args, ref, line = reference
-    out = tmp_path / "run"
+    (args, ref, line), out = reference, tmp_path / "run"
     def die(*a, **k):
         raise KeyboardInterrupt
     if where == "before the first checkpoint":
@@ -422,8 +421,7 @@ def test_a_checkpoint_holding_a_planted_object_is_refused_and_runs_nothing(use, 
             "--init": ["--space", "resnet48", "--preset", "tiny", "--init", out / "ckpt.pt", "--out", tmp_path / "b"]}[use]
     with pytest.raises(SystemExit) as e:
         run_main(["--out", out] + argv)
-    assert not marker.exists() and str(e.value.code).startswith("rdnas: error: checkpoint")
-    assert "\n" not in str(e.value.code), str(e.value.code)          # one line
+    assert not marker.exists() and str(e.value.code).startswith("rdnas: error: checkpoint") and "\n" not in str(e.value.code)
     torch.load(out / "ckpt.pt", weights_only=False)                   # the plant is live: an unsafe load runs it
     assert marker.exists()
 
@@ -434,9 +432,8 @@ def test_the_teachers_cache_is_bound_to_the_config_it_scored(tmp_path):
     args, out = ["--preset", "tiny", "--epochs", 1, "--teacher", "naswot", "--eval-archs", 2], tmp_path / "run"
     run_main(args + ["--out", out])
     cache, cfg = torch.load(out / "ckpt.pt", weights_only=True)["teacher"], rdnas.parse_args([str(a) for a in args])
-    data = rdnas.load_dataset(cfg)
-    net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
-    batch = rdnas.fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, "cpu")
+    net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=cfg.resolution)
+    batch = rdnas.fixed_batch(rdnas.load_dataset(cfg), cfg.proxy_batch, cfg.eval_seed, "cpu")
     assert len(cache) >= 2 and all(score == rdnas.score_arch(rdnas.naswot, str_to_arch(a), net_args, batch, cfg.eval_seed)
                                    for a, score in cache.items())
     before = snapshot(out)
@@ -453,7 +450,6 @@ def test_a_run_that_cannot_train_stops_in_one_line_without_results(how, tmp_path
     message = one_line_error(["--preset", "tiny", "--out", tmp_path / "r"] + argv[how])
     assert ("diverged" if how == "nan loss" else "no training step") in message
     assert not (tmp_path / "r" / "results.json").exists()
-
 
 # =====================================================================================================
 # Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1)
@@ -488,8 +484,7 @@ def sliced_resnet48(sn, code):
     """The reference: the ResNet48Net of `code` given the first channels of every supernet weight (a strict load)."""
     net, state = rdnas.ResNet48Net(code, sn.num_classes, sn.base), {}
     stem, stages = rdnas.resnet48_widths(net.decoded, sn.base)
-    def conv(name, m, c_out, c_in):
-        state[name + ".weight"] = m.weight[:c_out, :c_in]
+    conv = lambda name, m, c_out, c_in: state.__setitem__(name + ".weight", m.weight[:c_out, :c_in])
     def bn(name, m, c):
         state.update({f"{name}.{k}": getattr(m, k)[:c] for k in ("weight", "bias", "running_mean", "running_var")})
         state[name + ".num_batches_tracked"] = m.num_batches_tracked
@@ -595,7 +590,6 @@ def test_torchrun_resumes_with_as_many_processes_only(torchrun):
     assert json.load(open(out / "results.json"))["rank_weight_checksums"] == checksums
     assert "trained by 2 processes" in one_line_error(["--space", "resnet48", "--preset", "tiny", "--out", out, "--resume"])
 
-
 # =====================================================================================================
 # Part III: reproducing the tables
 # =====================================================================================================
@@ -662,6 +656,13 @@ def test_zen_scores_the_network_without_its_shortcuts_and_is_minus_inf_exactly_w
     for arch in random_archs(40, seed=4) + [("none",) * 6, ("skip_connect",) + ("none",) * 5]:
         score = rdnas.score_arch(rdnas.zen, arch, dict(C=4, N=1, num_classes=10, resolution=8), batch)
         assert (score == -math.inf) == (not is_connected(arch)), arch_to_str(arch)
+    net, var, f = NB201Net(random_archs(1, 9)[0], C=4, N=1), {}, []   # ZenNAS's formula, from each BN's two inputs
+    for k, m in enumerate(m for m in net.modules() if isinstance(m, nn.BatchNorm2d)):   # hooks travel with the deepcopy
+        m.register_forward_hook(lambda m, i, o, k=k: var.setdefault(k, []).append(i[0].var((0, 2, 3))))
+    net.lastact.register_forward_hook(lambda m, i, o: f.append(o))
+    score = rdnas.zen(net, batch16[0], None)        # running var after both passes at momentum 0.1, from 1: all BNs
+    bn_term = sum(torch.log((0.81 + 0.09 * v1 + 0.1 * v2).mean().sqrt()) for v1, v2 in var.values())
+    assert score == pytest.approx(float(torch.log((f[0] - f[1]).abs().sum((1, 2, 3)).mean()) + bn_term), rel=1e-6)
 
 def test_proxies_mode_scores_against_the_ground_truth_and_never_overwrites(gt, tmp_path):
     argv = ["--mode", "proxies", "--preset", "tiny", "--benchmark", gt, "--eval-archs", 12, "--proxies", "flops,naswot",
@@ -672,7 +673,8 @@ def test_proxies_mode_scores_against_the_ground_truth_and_never_overwrites(gt, t
     assert len(truth) == 12 and rows["flops"]["scores"] == [rdnas.arch_cost(str_to_arch(a), 4, 1, 10, 8)[0] for a in
                                                             saved["archs"]]
     for name, row in rows.items():
-        assert row["metrics"] == pytest.approx(rdnas.rank_metrics(row["scores"], truth)) == saved["proxies"][name]["metrics"]
+        assert row["metrics"] == pytest.approx(rdnas.rank_metrics(row["scores"], truth, rows["flops"]["scores"])) \
+            == saved["proxies"][name]["metrics"]
         assert f"{100 * row['metrics']['tau']:7.2f}" in text
     before = snapshot(tmp_path / "p")
     assert "proxies.json exists" in one_line_error(argv) and snapshot(tmp_path / "p") == before
@@ -738,9 +740,7 @@ def test_bench_prints_every_figure_and_then_refuses_its_folder_before_any_work(t
     fig, text = run_main(argv)
     assert len(fig) == 2 + len(rdnas.PROXIES) + 3 and all(v > 0 and f"{k}: {v:.4g}" in text for k, v in fig.items())
     assert json.load(open(tmp_path / "b" / "bench.json")) == pytest.approx(fig)
-    def timing(*a, **k):                             # again into the same folder: refused before any timing
-        raise AssertionError("--mode bench timed its nets before refusing a folder that holds bench.json")
-    monkeypatch.setattr(rdnas, "NB201Supernet", timing)
+    monkeypatch.setattr(rdnas, "NB201Supernet", None)   # again into the same folder: refused before any timing
     before = snapshot(tmp_path / "b")
     assert "bench.json exists" in one_line_error(argv) and snapshot(tmp_path / "b") == before
 

@@ -242,14 +242,15 @@ def params(net, inputs, targets):
 _COST_TABLES = {}
 
 def arch_cost(arch, C=16, N=5, num_classes=10, resolution=32):
-    """(MFLOPs, Mparams) of an NB201 arch, base + sum over its edges of cost(op), from 6 networks counted once."""
+    """(MFLOPs, Mparams) of an NB201 arch, base + sum over its edges of cost(op), from 6 networks counted once; summed in
+    sorted order, so that archs with the same ops in other places tie exactly (and Eq. 3 adds 0 for them)."""
     key = (C, N, num_classes, resolution)
     if key not in _COST_TABLES:
         count = lambda op: count_cost(NB201Net((op,) * 6, C, N, num_classes), (3, resolution, resolution))
         base = count("none")
         _COST_TABLES[key] = base, {op: tuple((f - b) / 6 for f, b in zip(count(op), base)) for op in OPS}
     base, per_op = _COST_TABLES[key]
-    return tuple(b + sum(per_op[op][k] for op in arch) for k, b in enumerate(base))
+    return tuple(b + sum(sorted(per_op[op][k] for op in arch)) for k, b in enumerate(base))
 
 def score_arch(proxy, arch, net_args, batch, seed=0):
     """proxy(arch) for one NB201 arch (-inf, never NaN, for a degenerate net): FLOPs and params from arch_cost, others
@@ -399,9 +400,9 @@ def rank_metrics(pred, true, teacher=None):
         r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
         m = dict(tau=safe(stats.kendalltau(pred, true).statistic), r=r, rho=safe(stats.spearmanr(pred, true).statistic),
                  cpr=concordant_pair_ratio(pred, true))
-        if teacher is not None:      # over the pairs i<j with z_i = z_j (equal FLOPs: sums of per-op costs, so isclose)
+        if teacher is not None:      # over the pairs i<j with z_i = z_j (e.g. equal FLOPs)
             i, j = np.triu_indices(len(pred), 1)
-            tied = np.isclose(np.asarray(teacher)[i], np.asarray(teacher)[j], rtol=1e-9, atol=0)
+            tied = np.asarray(teacher)[i] == np.asarray(teacher)[j]
             dp, dt = np.sign(pred[i] - pred[j])[tied], np.sign(true[i] - true[j])[tied]   # s_ij = sign(dp_ij) sign(dt_ij)
             m["tau_ties"] = safe(np.sum(dp * dt) / np.sqrt(np.count_nonzero(dp) * np.count_nonzero(dt)))
     return m

@@ -4,7 +4,7 @@ NAS Track 1 repository). A supernet trained with cross-entropy plus a margin ran
 of subnets as a zero-cost proxy does, on pairs far apart in Group distance (Eq. 4). Part I: the method on NAS-Bench-201;
 Part II: the ResNet-like space of Sec. 3.1; Part III: the runs and tools that reproduce the tables, the command line.
   python rdnas.py --space nb201 --data DIR         # paper, 1 GPU: CIFAR-10 in DIR, NB201's ground truth shipped
-  python rdnas.py --preset cpu --data DIR          # the same, scaled down: about 2 minutes on 2 CPU cores
+  python rdnas.py --preset cpu --data DIR          # the same, scaled down: about 4 minutes on 2 CPU cores
   torchrun --nproc_per_node=8 rdnas.py --space resnet48 --data IMAGENET                      # paper, 8 GPUs
 """
 import argparse, copy, csv, dataclasses, datetime, glob, gzip, itertools, json, math, os, pickle, random, re, sys, time

@@ -637,8 +637,7 @@ def method_step(cfg, space, rng, x, y, lam):
             "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin, cfg.rd_detach)}[cfg.method]()
 
 def evaluate_and_log(cfg, space, run):
-    """Rank the subnets (Sec. 3.2): one line with tau, r, rho, CPR, tau within the teacher's ties and the split-half tau
-    (the two rankings on the two halves of the held-out images), and one log.jsonl record."""
+    """Rank the subnets (Sec. 3.2): one line with the metrics and the split-half tau, and one log.jsonl record."""
     t = time.time()
     record = dict(space.evaluate(), event="eval", epoch=run.epoch, bn=cfg.bn)
     summary = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record.get("metrics", {}).items()) or "(no ground truth)"
@@ -1302,8 +1301,7 @@ def plot_fig1(curves, lines, path):
             ax.errorbar(epochs, [np.mean(t) for t in taus], [np.std(t) for t in taus], fmt="o-", capsize=3, color=f"C{k}",
                         label=label)
         for k, (label, rows) in enumerate(lines.items()):
-            ax.axhline(np.mean([100 * m.get(key, np.nan) for m in rows]), ls="--", lw=1, color=f"C{k + len(curves)}",
-                       label=label)
+            ax.axhline(np.mean([100 * m.get(key, np.nan) for m in rows]), ls="--", lw=1, color=f"C{k + len(curves)}", label=label)
         ax.set(xlabel="epochs", xticks=sorted({e for points in curves.values() for e in points}), ylabel=f"Kendall {key} (%)",
                title={"tau": "Kendall tau against NB201", "tau_ties": "Kendall tau within the teacher's ties"}[key])
     axes[0].legend(fontsize=7, loc="best")

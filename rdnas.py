@@ -1403,7 +1403,7 @@ def bench(cfg):
             [seconds(lambda: proxy(n, x, y), 1) / seconds(lambda: F.cross_entropy(n(x), y).backward()) for n in nets])
     small, xs = NB201Supernet(8, 1).to(device), torch.randn(2000, 3, 16, 16, device=device)
     loader = Loader(xs, torch.randint(10, (2000,), device=device), 1000)
-    fig["seconds per ranked subnet (the cpu preset: C=8, N=1, 16px, 2,000 images, bn train)"] = np.median(
+    fig["seconds per ranked subnet (C=8, N=1, 16px as the cpu preset, 2,000 images, bn train)"] = np.median(
         [seconds(lambda: subnet_accuracy(small, a, loader), 1) for a in archs])
     for layout in (torch.contiguous_format, torch.channels_last):
         net, xl = NB201Supernet(8, 1).to(device, memory_format=layout), xs[:128].contiguous(memory_format=layout)

@@ -1,13 +1,22 @@
 """RD-NAS: Enhancing One-Shot Supernet Ranking Ability via Ranking Distillation from Zero-Cost Proxies.
-Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850 (authors' code: pprp/PicoNAS, and their CVPR 2022
-NAS Track 1 repository). A supernet trained with cross-entropy plus a margin ranking loss (Eq. 3) that orders pairs
-of subnets as a zero-cost proxy does, on pairs far apart in Group distance (Eq. 4). Part I: the method on NAS-Bench-201;
-Part II: the ResNet-like space of Sec. 3.1; Part III: the runs and tools that reproduce the tables, the command line.
+Peijie Dong et al., ICASSP 2023, https://arxiv.org/abs/2301.09850. A supernet trained with cross-entropy plus a margin
+ranking loss (Eq. 3) that orders pairs of subnets as a zero-cost proxy (the teacher) does, on pairs far apart in
+Group distance (Eq. 4). Part I: the method on NAS-Bench-201, in the order a run happens, ending with the run itself;
+Part II: the ResNet-like space of Sec. 3.1; Part III: plumbing, the tools that reproduce the tables, the command line.
   python rdnas.py --space nb201 --data DIR         # paper, 1 GPU: CIFAR-10 in DIR, NB201's ground truth shipped
   python rdnas.py --preset cpu --data DIR          # the same, scaled down: about 4 minutes on 2 CPU cores
   torchrun --nproc_per_node=8 rdnas.py --space resnet48 --data IMAGENET                      # paper, 8 GPUs
+Words a reader meets that the paper does not define:
+  the authors' code  PicoNAS at commit a14c0e5 (github.com/pprp/PicoNAS: NB201) and the authors' CVPR 2022 NAS Track 1
+                     repository (ResNet48); where the paper is silent we follow it, and say so where we do
+  tau_ties           Kendall tau over the ranked pairs that FLOPs ties (the same convolutions in other places): what a
+                     supernet ranks beyond its teacher; a copy of the teacher scores 0 there
+  split-half tau     tau between the rankings on the two halves of the held-out images: the noise ceiling of a ranking
+  no-none            --ops no-none: NB201 without its `none` op (4^6 = 4,096 archs), what the authors' code trained
+  fallbacks          margin-sampler calls where no drawn pair passed mu and the farthest pair seen was used instead
 """
-import argparse, copy, csv, dataclasses, datetime, glob, gzip, itertools, json, math, os, pickle, random, re, sys, time
+import argparse, copy, csv, dataclasses, datetime, glob, gzip, itertools, json, math, os, pickle, random, re, sys
+import tempfile, time
 from collections import Counter
 import numpy as np
 import torch
@@ -22,6 +31,9 @@ BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(globals().get("__file_
 
 # =====================================================================================================
 # Part I: RD-NAS on NAS-Bench-201
+# Space and supernet, data, the teacher, the margin sampler, the loss, the steps, the metrics, the loop, and last
+# the run that wires them (train_nb201). The plumbing it calls by name (run folder, checkpoints, input checks) is
+# in Part III.
 # =====================================================================================================
 
 # ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020; Sec. 3.2) ----
@@ -63,15 +75,17 @@ class Zero(nn.Module):
 
 def make_op(name, C, affine=True):
     """One NB201 candidate operation on C channels, stride 1."""
-    return {"none": Zero, "skip_connect": nn.Identity, "nor_conv_1x1": lambda: ReLUConvBN(C, C, 1, affine=affine),
+    return {"none": Zero, "skip_connect": nn.Identity,
+            "nor_conv_1x1": lambda: ReLUConvBN(C, C, 1, affine=affine),
             "nor_conv_3x3": lambda: ReLUConvBN(C, C, 3, affine=affine),
             "avg_pool_3x3": lambda: nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)}[name]()
 
 class ResNetBasicBlock(nn.Module):
-    """NB201 reduction block: ReLUConvBN 3x3/2 -> ReLUConvBN 3x3, shortcut AvgPool(2) -> Conv1x1; no ReLU after the add."""
+    """NB201 reduction block: ReLUConvBN 3x3/2 -> ReLUConvBN 3x3, shortcut AvgPool(2) -> Conv1x1; no ReLU after."""
     def __init__(self, C_in, C_out):
         super().__init__()
-        self.conv_a, self.conv_b = ReLUConvBN(C_in, C_out, 3, stride=2), ReLUConvBN(C_out, C_out, 3)
+        self.conv_a = ReLUConvBN(C_in, C_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(C_out, C_out, 3)
         self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(C_in, C_out, 1, bias=False))
         self.residual = True                                  # Zen-score switches the shortcut off (see zen)
     def forward(self, x):
@@ -91,7 +105,7 @@ class NB201Cell(nn.Module):
         return nodes[3]
 
 class NB201Net(nn.Module):
-    """stem -> N cells (C) -> reduce -> N cells (2C) -> reduce -> N cells (4C) -> head: NB201's `infer.tiny` of `arch`."""
+    """stem -> N cells (C) -> reduce -> N cells (2C) -> reduce -> N cells (4C) -> head: NB201's `infer.tiny` of arch."""
     def __init__(self, arch=None, C=16, N=5, num_classes=10, ops=None):
         super().__init__()
         self.arch = arch if arch is None else tuple(str_to_arch(arch) if isinstance(arch, str) else arch)
@@ -126,43 +140,20 @@ class NB201Supernet(NB201Net):
 # The supernet trains on NB201's `train` 25k of CIFAR-10's training set; the subnets are ranked on its `valid` 25k
 # (the cifar10-valid protocol). Images are read, resized and normalised once and kept in memory; batches are cut
 # and augmented on the fly (random crop with 4-pixel padding and horizontal flip, as NB201).
-class UserError(Exception):            # a mistake in the user's input: main() prints it as one line, not a traceback
-    pass
-
 def load_cifar10(root):
-    """CIFAR-10's training images from the pickle folder `root/cifar-10-batches-py/` -> uint8 images (N, 3, 32, 32),
-    labels and each image's position in the original 50,000 (a partial batch gives them as `indices`)."""
+    """CIFAR-10's training set from `root/cifar-10-batches-py/` as torchvision extracts it (downloaded when missing):
+    uint8 images (N, 3, 32, 32), labels, and each image's position in the original 50,000 (NB201's split uses it)."""
     folder = os.path.join(root, "cifar-10-batches-py")
     if not os.path.isdir(folder):
-        try:
-            import torchvision                               # only the download needs it
-            torchvision.datasets.CIFAR10(root, download=True)
-        except Exception as e:
-            raise UserError(f"CIFAR-10 is not in {root!r} and could not be downloaded ({type(e).__name__}): put the "
-                            f"extracted cifar-10-batches-py/ folder there and pass --data {root}") from None
-    xs, ys, ps = [], [], []
-    for k in range(1, 6):
-        path = os.path.join(folder, f"data_batch_{k}")
-        try:
-            d = pickle.loads(open(path, "rb").read(), encoding="bytes")
-            x, y = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
-            pos, name = np.asarray(d.get(b"indices", range(len(x))), np.int64), d.get(b"batch_label", b"")
-        except Exception as e:
-            raise UserError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}); replace it") from None
-        problem = ("rows, labels and indices differ in number" if not len(x) == len(y) == len(pos) else
-                   "a label is outside 0..9" if not np.isin(y, range(10)).all() else
-                   "an index repeats or is outside 0..9999" if len(np.unique(pos[(pos >= 0) & (pos < 10000)])) < len(pos)
-                   else f"it holds {name.decode()!r}" if name and f"batch {k} of".encode() not in name else "")
-        if problem:
-            raise UserError(f"{path} is damaged: {problem}; replace it with the original")
-        xs.append(x), ys.append(y), ps.append((k - 1) * 10000 + pos)
-    return [torch.from_numpy(np.concatenate(v)) for v in (xs, ys, ps)]
+        download_cifar10(root)
+    return read_cifar_batches(folder)                        # the five data_batch_k, checked (Part III)
 
 def nb201_split(name):
     """NB201's `train` or `valid` half of CIFAR-10's training set, a mask (from AutoDL-Projects' cifar-split.txt)."""
     with gzip.open(os.path.join(BENCHMARKS, "nb201_splits.json.gz"), "rt") as f:
         entry = json.load(f)[name]                           # {"n": 50000, "bits": hex of the packed mask}
-    return torch.from_numpy(np.unpackbits(np.frombuffer(bytes.fromhex(entry["bits"]), np.uint8))[:entry["n"]] > 0)
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(entry["bits"]), np.uint8))
+    return torch.from_numpy(bits[:entry["n"]] > 0)
 
 def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
     """Deterministic, learnable toy images: each class a fixed random pattern (faint) plus noise (strong)."""
@@ -170,7 +161,8 @@ def make_synthetic(n_train=2048, n_valid=1024, classes=10, side=16, seed=0):
     templates = torch.rand(classes, 3, side, side, generator=g)
     def part(n):
         y = torch.randint(classes, (n,), generator=g)
-        return ((0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)) * 255).to(torch.uint8), y
+        x = 0.25 * templates[y] + 0.75 * torch.rand(n, 3, side, side, generator=g)
+        return (x * 255).to(torch.uint8), y
     return part(n_train) + part(n_valid)
 
 def load_dataset(cfg):
@@ -183,20 +175,22 @@ def load_dataset(cfg):
         in_train, in_valid = nb201_split("train")[pos], nb201_split("valid")[pos]
         xtr, ytr, xva, yva = x[in_train], y[in_train], x[in_valid], y[in_valid]
         split = dict(split="nb201 cifar10-valid", missing_train=25000 - len(xtr), missing_valid=25000 - len(xva))
-    (xtr, ytr), (xva, yva) = [(x[:k or None], y[:k or None]) for x, y, k in
-                              ((xtr, ytr, cfg.train_subset), (xva, yva, cfg.valid_subset))]
+    xtr, ytr = xtr[:cfg.train_subset or None], ytr[:cfg.train_subset or None]
+    xva, yva = xva[:cfg.valid_subset or None], yva[:cfg.valid_subset or None]
     if cfg.resolution and xtr.shape[-1] != cfg.resolution:   # area resize of the uint8 images, in chunks
-        xtr, xva = (torch.cat([F.interpolate(c.float(), size=cfg.resolution, mode="area").round().clamp(0, 255)
-                               .to(torch.uint8) for c in x.split(4096)]) for x in (xtr, xva))
+        resize = lambda c: F.interpolate(c.float(), size=cfg.resolution, mode="area").round().clamp(0, 255)
+        xtr, xva = (torch.cat([resize(c).to(torch.uint8) for c in x.split(4096)]) for x in (xtr, xva))
     pixels = xtr[:10000].float() / 255
-    mean, std = pixels.mean((0, 2, 3)).view(1, 3, 1, 1), pixels.std((0, 2, 3)).clamp_min(1e-3).view(1, 3, 1, 1)
+    mean = pixels.mean((0, 2, 3)).view(1, 3, 1, 1)
+    std = pixels.std((0, 2, 3)).clamp_min(1e-3).view(1, 3, 1, 1)
     norm = lambda x: torch.cat([(c.float() / 255 - mean) / std for c in x.split(4096)]) if len(x) else x.float()
     return dict(train=(norm(xtr), ytr), valid=(norm(xva), yva), split=split)
 
 class Loader:
     """Batches of in-memory images: with a seeded `generator` shuffled (the last partial batch dropped), else in order."""
     def __init__(self, x, y, batch_size, augment=False, generator=None, layout=torch.contiguous_format):
-        self.x, self.y, self.batch_size, self.augment, self.generator, self.layout = x, y, batch_size, augment, generator, layout
+        self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
+        self.generator, self.layout = generator, layout
     def __len__(self):
         return len(self.x) // self.batch_size if self.generator else math.ceil(len(self.x) / self.batch_size)
     def __iter__(self):
@@ -217,18 +211,24 @@ class Loader:
 
 # ---- Zero-cost proxies as the teacher (Sec. 2.1, Sec. 2.2) ----
 # A proxy is fn(net, inputs, targets) -> float, larger = better. The authors' NB201 teacher is FLOPs; Table 2's other
-# proxies (SNIP, GraSP, Synflow, Zen-score, NASWOT) are in Part III, and main() passes any of them (--teacher).
+# proxies (SNIP, GraSP, Synflow, Zen-score, NASWOT) are in Part III, and any of them can teach (--teacher).
+# FLOPs is a coarse teacher: it counts convolutions only, so the 15,625 archs take 28 values (k 1x1 and l 3x3 convs,
+# k + l <= 6), and Eq. 3 adds 0 on the pairs it ties: 5.5% of Group-sampled pairs, 7.5% of Hamming-sampled and 8.5%
+# of random ones (100,000 pairs each, README).
 def count_cost(net, input_shape):
     """(MFLOPs, Mparams) of a network for one image: multiply-adds of its conv and linear layers (NB201's convention)."""
     net, macs = copy.deepcopy(net).eval(), []
     def hook(m, inp, out):
-        macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-                    if isinstance(m, nn.Conv2d) else m.in_features * m.out_features)
+        if isinstance(m, nn.Conv2d):
+            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
+        else:
+            macs.append(m.in_features * m.out_features)
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             m.register_forward_hook(hook)
+    p = next(net.parameters())
     with torch.no_grad():
-        net(torch.zeros((1,) + tuple(input_shape), device=next(net.parameters()).device, dtype=next(net.parameters()).dtype))
+        net(torch.zeros((1,) + tuple(input_shape), device=p.device, dtype=p.dtype))
     return sum(macs) / 1e6, sum(q.numel() for q in net.parameters()) / 1e6
 
 def flops(net, inputs, targets):
@@ -242,8 +242,8 @@ def params(net, inputs, targets):
 _COST_TABLES = {}
 
 def arch_cost(arch, C=16, N=5, num_classes=10, resolution=32):
-    """(MFLOPs, Mparams) of an NB201 arch, base + sum over its edges of cost(op), from 6 networks counted once; summed in
-    sorted order, so that archs with the same ops in other places tie exactly (and Eq. 3 adds 0 for them)."""
+    """(MFLOPs, Mparams) of an NB201 arch, base + sum over its edges of cost(op), from 6 networks counted once; summed
+    in sorted order, so that archs with the same ops in other places tie exactly (and Eq. 3 adds 0 for them)."""
     key = (C, N, num_classes, resolution)
     if key not in _COST_TABLES:
         count = lambda op: count_cost(NB201Net((op,) * 6, C, N, num_classes), (3, resolution, resolution))
@@ -251,6 +251,11 @@ def arch_cost(arch, C=16, N=5, num_classes=10, resolution=32):
         _COST_TABLES[key] = base, {op: tuple((f - b) / 6 for f, b in zip(count(op), base)) for op in OPS}
     base, per_op = _COST_TABLES[key]
     return tuple(b + sum(sorted(per_op[op][k] for op in arch)) for k, b in enumerate(base))
+
+def fixed_batch(data, n, seed, device):
+    """`n` seeded training images for the data-dependent proxies (SNIP, GraSP, NASWOT), never the ranking images."""
+    idx = torch.randperm(len(data["train"][0]), generator=torch.Generator().manual_seed(seed))[:n]
+    return data["train"][0][idx].to(device), data["train"][1][idx].to(device)
 
 def score_arch(proxy, arch, net_args, batch, seed=0):
     """proxy(arch) for one NB201 arch (-inf, never NaN, for a degenerate net): FLOPs and params from arch_cost, others
@@ -287,7 +292,8 @@ def group_distance(a, b):
     """f_g, Eq. 4: per edge k, 0 if the ops agree, 0.5 * f_h^k within a group, 2 * f_h^k across groups."""
     return sum(0.0 if x == y else (0.5 if OP_GROUPS[x] == OP_GROUPS[y] else 2.0) for x, y in zip(a, b))
 
-DISTANCES = {"uniform": None, "hamming": hamming_distance, "group": group_distance}   # None: plain random pairs
+# --sampler none: RD on plain random pairs, no margin sampler (Table 4's "RD" row, Table 1's "RD-NAS w/o MSS")
+DISTANCES = {"none": None, "hamming": hamming_distance, "group": group_distance}
 MU = {"group": 6.7, "hamming": 4.5}      # threshold mu: 6.7 for Group (Sec. 3.2), 4.5 for Hamming (authors' code)
 
 class MarginSubnetSampler:
@@ -295,7 +301,8 @@ class MarginSubnetSampler:
     train on one kept pair; after `max_tries` rounds the farthest pair seen (`fallbacks`). distance=None: random pairs."""
     def __init__(self, sample_arch, distance=None, mu=0.0, rng=None, n=10, max_tries=10):
         self.sample_arch, self.distance, self.mu, self.n, self.max_tries = sample_arch, distance, mu, n, max_tries
-        self.rng, self.fallbacks = rng or random.Random(0), 0   # rng draws the archs and picks the kept pair
+        self.rng = rng or random.Random(0)                      # draws the archs and picks the kept pair
+        self.fallbacks = 0
     def __call__(self):
         draw = lambda: self.sample_arch(self.rng)
         if self.distance is None:
@@ -317,13 +324,14 @@ def margin_ranking_loss(ce_i, ce_j, s_i, s_j, m=0.0):
     """Eq. 3 with each pair ordered by the teacher's scores (larger = better): y = sign(s_j - s_i) and
     L_rd = max[0, m - y (L_ce(a_i) - L_ce(a_j))]. A tie adds 0 (torch's MarginRankingLoss charges m). Mean over pairs."""
     ce_i, ce_j = torch.as_tensor(ce_i), torch.as_tensor(ce_j)
-    y = torch.sign(torch.as_tensor(s_j, dtype=ce_i.dtype) - torch.as_tensor(s_i, dtype=ce_i.dtype)).to(ce_i.device)
+    s_i, s_j = torch.as_tensor(s_i, dtype=ce_i.dtype), torch.as_tensor(s_j, dtype=ce_i.dtype)
+    y = torch.sign(s_j - s_i).to(ce_i.device)
     loss = torch.clamp_min(m - y * (ce_i - ce_j), 0.0)                         # Eq. 3
     return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
 
 def one_sided_ranking_loss(ce_1, ce_2, s_1, s_2, m=0.0):
-    """--rd-detach, the authors' rank loss: Eq. 3 with the first subnet's CE detached (the gradient always flows through
-    the second) and a tie counted as the first preferred: s_1 < s_2 pulls L_ce(a_2) down to L_ce(a_1) - m, else up."""
+    """--rd-detach, the authors' rank loss: Eq. 3 with the first subnet's CE detached (the gradient always flows
+    through the second) and a tie counted as the first preferred: s_1 < s_2 pulls L_ce(a_2) down to L_ce(a_1) - m."""
     y = 1.0 if s_2 > s_1 else -1.0
     return torch.clamp_min(m - y * (ce_1.detach() - ce_2), 0.0)
 
@@ -384,13 +392,19 @@ def concordant_pair_ratio(pred, true):
     """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
     (The authors' function, called on raw accuracies, returned 1.0: Table 2's one-shot rows read 100.0.)"""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    concordant = sum(int(np.count_nonzero((true[i] - true[i + 1:]) * (pred[i] - pred[i + 1:]) > 0)) for i in range(len(pred)))
+    if len(pred) < 2:
+        return math.nan
+    concordant = sum(int(np.count_nonzero((true[i] - true[i + 1:]) * (pred[i] - pred[i + 1:]) > 0))
+                     for i in range(len(pred)))
     return concordant / (len(pred) * (len(pred) - 1) / 2)
 
 def rank_metrics(pred, true, teacher=None):
     """Kendall tau (b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and, given the teacher's scores, Kendall tau (b)
-    within the teacher's ties: what the supernet ranks beyond its teacher. NaN and -inf rank last; a constant gets 0."""
+    within the teacher's ties (tau_ties). NaN and -inf rank last; a constant gets 0; fewer than 2 archs: all NaN."""
     from scipy import stats  # imported here so that `import rdnas` stays light
+    names = ("tau", "r", "rho", "cpr") + (() if teacher is None else ("tau_ties",))
+    if len(pred) < 2:
+        return dict.fromkeys(names, math.nan)
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     finite = pred[np.isfinite(pred)]
     low, high = (finite.min() - 1, finite.max() + 1) if len(finite) else (-1.0, 1.0)
@@ -398,19 +412,19 @@ def rank_metrics(pred, true, teacher=None):
     safe = lambda x: float(x) if np.isfinite(x) else 0.0
     with np.errstate(all="ignore"):
         r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
-        m = dict(tau=safe(stats.kendalltau(pred, true).statistic), r=r, rho=safe(stats.spearmanr(pred, true).statistic),
-                 cpr=concordant_pair_ratio(pred, true))
+        m = dict(tau=safe(stats.kendalltau(pred, true).statistic), r=r,
+                 rho=safe(stats.spearmanr(pred, true).statistic), cpr=concordant_pair_ratio(pred, true))
         if teacher is not None:      # over the pairs i<j with z_i = z_j (e.g. equal FLOPs)
             i, j = np.triu_indices(len(pred), 1)
             tied = np.asarray(teacher)[i] == np.asarray(teacher)[j]
-            dp, dt = np.sign(pred[i] - pred[j])[tied], np.sign(true[i] - true[j])[tied]   # s_ij = sign(dp_ij) sign(dt_ij)
+            dp, dt = np.sign(pred[i] - pred[j])[tied], np.sign(true[i] - true[j])[tied]   # s_ij = sign(dp) sign(dt)
             m["tau_ties"] = safe(np.sum(dp * dt) / np.sqrt(np.count_nonzero(dp) * np.count_nonzero(dt)))
     return m
 
 # ---- Ranking evaluation (Sec. 3.2: 200 random subnets against the ground truth) ----
 def subnet_accuracy(net, arch, batches, bn="train", recal_loader=None, bn_batches=10):
-    """Top-1 accuracy (%) of one subnet on held-out `batches`, and the images it gets right. BN on each batch's statistics
-    (bn="train", the authors' code), or on running statistics recomputed on `bn_batches` training batches (SPOS)."""
+    """Top-1 accuracy (%) of one subnet on held-out `batches`, and the images it gets right. BN on each batch's
+    statistics (bn="train", the authors' code), or on running statistics recomputed on `bn_batches` training batches."""
     device = next(net.parameters()).device
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     if bn == "recal":
@@ -432,48 +446,40 @@ def sample_eval_archs(ops, n, seed, table=None):
     pool = [a for a in all_archs(ops) if table is None or arch_to_str(a) in table]
     return pool if n == "all" else random.Random(seed).sample(pool, min(int(n), len(pool)))
 
-def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, every=0, teacher=None):
+def clock(seconds):
+    """Seconds as the progress lines' 'XmYYs'."""
+    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
+
+def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, teacher=None):
     """Rank `archs` by supernet accuracy on the held-out `batches`: tau, r, rho, CPR (and tau within the ties of
-    `teacher`) against {key(arch): accuracy}; the noise ceiling, tau between the rankings on the two halves of `batches`."""
+    `teacher`) against {key(arch): accuracy}; the noise ceiling, tau between the rankings on the two halves of
+    `batches`. A progress line about every 10% of the subnets."""
     gt = None if table is None else [lookup(table, a, key) for a in archs]   # an arch it lacks: fail before work
     accs, hits, t = [], [], time.time()
-    for k, arch in enumerate(archs):
+    for k, arch in enumerate(archs, 1):
         acc, hit = subnet_accuracy(net, arch, batches, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches)
-        accs.append(acc), hits.append(hit)
-        if every and ((k + 1) % every == 0 or k + 1 == len(archs)):
-            print(f"ranked {k + 1}/{len(archs)} archs, {(time.time() - t) / (k + 1):.2f}s per arch", flush=True)
+        accs.append(acc)
+        hits.append(hit)
+        if k % max(1, len(archs) // 10) == 0 and k < len(archs):
+            per = (time.time() - t) / k
+            print(f"ranked {k}/{len(archs)} subnets, {per:.2f}s per subnet, eta {clock(per * (len(archs) - k))}",
+                  flush=True)
     hits, n = torch.stack(hits), len(hits[0]) // 2                          # (subnets, images)
     record = dict(archs=[key(a) for a in archs], supernet_acc=accs, split_half_images=n,
                   split_half_tau=rank_metrics(hits[:, :n].sum(1), hits[:, n:2 * n].sum(1))["tau"])
     ties = None if teacher is None else [teacher(a) for a in archs]
     return record if gt is None else dict(record, gt=gt, metrics=rank_metrics(accs, gt, ties))
 
-def load_benchmark(path, column="accuracy", key=lambda s: arch_to_str(str_to_arch(s))):
-    """A ground-truth CSV, gzipped or not -> {key(arch): accuracy}: `column` of the shipped NB201 table
-    (benchmarks/nb201.csv.gz), or a plain `arch,accuracy` table. A bad row is an error that names its line."""
-    if not os.path.isfile(path):
-        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
-    table, lines = {}, {}
-    with (gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")) as f:
-        reader = csv.DictReader(f)
-        column = column if column in (reader.fieldnames or []) else "accuracy"
-        if not {"arch", column} <= set(reader.fieldnames or []):
-            raise UserError(f"{path}: expected the columns arch,accuracy, found {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            try:
-                arch, acc = key(row["arch"]), float(row[column])
-            except (ValueError, TypeError) as e:
-                raise UserError(f"{path}:{line}: {e}") from None
-            if not math.isfinite(acc) or arch in table:
-                raise UserError(f"{path}:{line}: " + (f"{arch} is listed twice (first on line {lines[arch]})" if arch in
-                                                      table else f"accuracy {row[column]!r} of {arch} is not a finite number"))
-            table[arch], lines[arch] = acc, line
-    return table
-
-def lookup(table, arch, key=arch_to_str):
-    if key(arch) not in table:
-        raise UserError(f"the benchmark has no entry for arch {key(arch)} ({len(table)} archs in the table)")
-    return table[key(arch)]
+def ranking_seconds(net, archs, batches):
+    """The training eta's estimate of one ranking: one subnet's passes over `batches`, in eval mode so that no BN
+    statistic changes, times the number of subnets."""
+    device, training, t = next(net.parameters()).device, net.training, time.time()
+    net.eval()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):       # a DataLoader draws its seed from torch's rng
+        for x, _ in batches:
+            net(x.to(device), archs[0])
+    net.train(training)
+    return len(archs) * (time.time() - t)
 
 # ---- Config ----
 def arg(default, help=None):
@@ -482,8 +488,9 @@ def arg(default, help=None):
 
 @dataclasses.dataclass
 class Config:
-    """Defaults: the paper's NB201 setting with NB201's weight-sharing recipe (SGD Nesterov, momentum 0.9, lr 0.025 cosine
-    to 0.001, wd 5e-4, batch 64, grad norm clip 5); 250 epochs as the authors' scripts (the paper: "as NAS-Bench-201")."""
+    """Defaults: the paper's NB201 setting with NB201's weight-sharing recipe (SGD Nesterov, momentum 0.9, lr 0.025
+    cosine to 0.001, wd 5e-4, batch 64, grad norm clip 5); 250 epochs as the authors' scripts (the paper: "as
+    NAS-Bench-201")."""
     space: str = arg("nb201", "search space: nb201 (Sec. 3.2) | resnet48 (Sec. 3.1, Part II)")
     ops: str = arg("nb201", "nb201: the paper's 5 ops (15,625 archs) | no-none: the 4 ops the authors' code trained")
     C: int = arg(16, "NB201 initial channels")
@@ -501,14 +508,14 @@ class Config:
     nesterov: bool = arg(True)
     seed: int = arg(0, "seeds weights, data order and subnet draws (--mode proxies: the batch and initial weights)")
     channels_last: bool = arg(False, "NHWC memory layout: faster steps on CPU (--mode bench), other float rounding")
-    device: str = arg("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:1 | mps")
+    device: str = arg("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
     method: str = arg("rd", "spos | fairnas | sandwich | rd (RD-NAS)")
-    sampler: str = arg("group", "RD's pairs: uniform | hamming | group (Table 4)")
+    sampler: str = arg("group", "RD's pairs: group | hamming (margin sampler, Table 4) | none (plain random pairs)")
     teacher: str = arg("flops", "the zero-cost proxy that orders RD's pairs (the authors' NB201 code: flops)")
-    mu: float = arg(-1.0, "margin sampler threshold mu; -1 = 6.7 (group, Sec. 3.2) or 4.5 (hamming)")
+    mu: float = arg(-1.0, "margin sampler threshold mu; -1: 6.7 for group (Sec. 3.2), 4.5 for hamming")
     margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
     rd_schedule: str = arg("sin", "lambda(t) of Eq. 3: sin = 2 sin(pi*0.8*t/T) (the authors' code) | constant (1)")
-    rd_detach: bool = arg(False, "the authors' one-sided rank loss: gradient only through the second subnet of a pair")
+    rd_detach: bool = arg(False, "the authors' one-sided rank loss: gradient only through a pair's second subnet")
     proxy_batch: int = arg(64)                              # images the data-dependent proxies see
     eval_archs: str = arg("200", "number of subnets to rank (Sec. 3.2: 200), or 'all'")
     eval_every: int = arg(0, "rank the subnets every K epochs too (0 = only at the end)")
@@ -517,8 +524,8 @@ class Config:
     eval_seed: int = arg(0)                                 # draws the ranked subnets and the teacher's batch
     eval_batch_size: int = arg(512)
     bn_batches: int = arg(10)                               # training batches per subnet for --bn recal
-    out: str = arg("", "run folder for log.jsonl, ckpt.pt, results.json (default: runs/<space>-<dataset>-<method>-...)")
-    resume: bool = arg(False, "continue the run in --out")
+    out: str = arg("", "run folder for log.jsonl, ckpt.pt, results.json (default: runs/<space>-<dataset>-...)")
+    resume: bool = arg(False, "continue the run in --out (with the same data)")
 
 def get_device(name="auto"):
     """--device auto picks cuda, then mps, then cpu."""
@@ -527,94 +534,9 @@ def get_device(name="auto"):
 
 def seed_everything(seed):
     """One call seeds python, numpy and torch (all devices)."""
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-
-# ---- The run: its folder, log and checkpoint ----
-@dataclasses.dataclass
-class Run:                                  # a run folder, and the state its checkpoint keeps with the weights
-    out: str                               # the run folder: log.jsonl, ckpt.pt, results.json
-    config: dict                           # the run's Config, as saved
-    rng: random.Random                     # every random choice of subnets
-    gen: torch.Generator = None            # data order and augmentation (NB201's in-memory loader)
-    epoch: int = 0                         # epochs finished, counted over all stages
-    history: list = dataclasses.field(default_factory=list)   # the ranking records so far
-    world: int = 1                         # processes under torchrun; only the main one logs and writes
-    is_main: bool = True
-
-def fresh_path(out, name):
-    """<out>/<name>, a result about to be written: a result is never overwritten."""
-    if os.path.exists(os.path.join(out, name)):
-        raise UserError(f"{os.path.join(out, name)} exists; move it away or choose another --out (or --resume a run)")
-    os.makedirs(out, exist_ok=True)
-    return os.path.join(out, name)
-
-def save(path, obj):
-    """JSON, or torch.save for *.pt, to a temporary file then renamed: a kill leaves the old file or the new one."""
-    with open(path + ".tmp", "wb" if path.endswith(".pt") else "w") as f:
-        torch.save(obj, f) if path.endswith(".pt") else json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-def log_json(run, record):
-    """Append one JSON line to <out>/log.jsonl, the machine-readable twin of the printed lines."""
-    if run.is_main:
-        with open(os.path.join(run.out, "log.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-def save_checkpoint(run, net, opt, space):
-    """The checkpoint: one dict {model, optimizer, config, epoch, history, teacher scores, rng states}."""
-    if run.is_main:
-        save(os.path.join(run.out, "ckpt.pt"), dict(
-            model=net.state_dict(), optimizer=opt.state_dict(), config=run.config, epoch=run.epoch, history=run.history,
-            world=run.world, teacher=dict(space.teacher or {}), fallbacks=space.sampler.fallbacks if space.sampler else 0,
-            python_rng=run.rng.getstate(), torch_rng=torch.get_rng_state(), data_rng=run.gen.get_state() if run.gen else None))
-
-def load_checkpoint(path, cfg=None, free=("resume", "out", "device", "data", "eval_every", "mode", "archs")):
-    """A checkpoint as plain tensors and containers (weights_only: a planted object is refused, never run); with `cfg`,
-    every setting but the `free` ones must be the checkpoint's."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"checkpoint {path!r}: " + ("not found" if isinstance(e, FileNotFoundError) else
-                        f"refused ({type(e).__name__}): not tensors and containers only, or damaged")) from None
-    diff = [f"{k}={ckpt['config'].get(k)!r} (now {v!r})" for k, v in (dataclasses.asdict(cfg) if cfg else {}).items()
-            if k not in free and ckpt["config"].get(k) != v]
-    if diff:
-        raise UserError(f"checkpoint {path} was made with another config: {', '.join(diff)}")
-    return ckpt
-
-def run_folder(cfg):
-    """--out, or runs/<space>-<dataset>-<method>-seed<seed>."""
-    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
-    return cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
-
-def open_run(cfg, is_main=True, world=1):
-    """The run of --out: a folder that already holds a run is refused, unless --resume continues it."""
-    run = Run(run_folder(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
-    for f in ("log.jsonl", "ckpt.pt", "results.json") if not cfg.resume else ():
-        fresh_path(run.out, f)
-    os.makedirs(run.out, exist_ok=True)
-    return run
-
-def resume(cfg, run, net, opt, space):
-    """--resume from the checkpoint, if any; in log.jsonl, the records after `resume` replace earlier ones."""
-    if not os.path.exists(os.path.join(run.out, "ckpt.pt")):
-        return False
-    ckpt = load_checkpoint(os.path.join(run.out, "ckpt.pt"), cfg)
-    if ckpt["world"] != run.world:
-        raise UserError(f"{run.out} was trained by {ckpt['world']} processes; resume it with as many")
-    net.load_state_dict(ckpt["model"]), opt.load_state_dict(ckpt["optimizer"])
-    run.epoch, run.history = ckpt["epoch"], ckpt["history"]
-    run.rng.setstate(ckpt["python_rng"]), torch.set_rng_state(ckpt["torch_rng"])
-    if space.teacher is not None:
-        space.teacher.update(ckpt["teacher"])
-    if space.sampler:                                        # RD
-        space.sampler.fallbacks = ckpt["fallbacks"]
-    if run.gen:
-        run.gen.set_state(ckpt["data_rng"])
-    log_json(run, dict(event="resume", epoch=run.epoch))
-    if run.is_main:
-        print(f"resumed {run.out} after epoch {run.epoch}")
-    return True
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 # ---- Training loop ----
 @dataclasses.dataclass
@@ -628,71 +550,159 @@ class Space:
     sampler: object = None    # RD: the margin subnet sampler, () -> (a_i, a_j)
     teacher: object = None    # RD: the zero-cost teacher, arch -> score (cached)
     evaluate: object = None   # () -> the ranking record of Sec. 3.2 (main process only)
+    ranking_seconds: object = None   # () -> the estimated seconds of one ranking, for the eta
 
 def method_step(cfg, space, rng, x, y, lam):
     """One step of --method on a batch: (stats, archs trained)."""
     net = space.model
-    return {"spos": lambda: spos_step(net, x, y, space.sample_arch), "fairnas": lambda: fairnas_step(net, x, y, net.ops, rng),
-            "sandwich": lambda: sandwich_step(net, x, y, space.largest, space.smallest, space.sample_arch),
-            "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin, cfg.rd_detach)}[cfg.method]()
-
-def evaluate_and_log(cfg, space, run):
-    """Rank the subnets (Sec. 3.2): one line with the metrics and the split-half tau, and one log.jsonl record."""
-    t = time.time()
-    record = dict(space.evaluate(), event="eval", epoch=run.epoch, bn=cfg.bn)
-    summary = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record.get("metrics", {}).items()) or "(no ground truth)"
-    print(f"eval epoch {run.epoch}: {len(record['archs'])} subnets, bn={cfg.bn}, mean acc {np.mean(record['supernet_acc']):.2f}%  "
-          f"{summary}  split-half tau ({record['split_half_images']} vs {record['split_half_images']} images)="
-          f"{100 * record['split_half_tau']:6.2f}  [{time.time() - t:.1f}s]", flush=True)
-    log_json(run, record)
-    run.history.append(record)
+    steps = {"spos": lambda: spos_step(net, x, y, space.sample_arch),
+             "fairnas": lambda: fairnas_step(net, x, y, net.ops, rng),
+             "sandwich": lambda: sandwich_step(net, x, y, space.largest, space.smallest, space.sample_arch),
+             "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin, cfg.rd_detach)}
+    return steps[cfg.method]()
 
 def train(cfg, space, run, opt, stage="train", first_epoch=0):
-    """One-shot supernet training (Sec. 2.2): --epochs epochs of --method, the lr cosine-annealed per step; after each
-    epoch a checkpoint, then the ranking of Sec. 3.2 when due. Epochs count on from `first_epoch` (Sec. 3.1's stages)."""
+    """One-shot supernet training (Sec. 2.2): --epochs epochs of --method, the lr cosine-annealed per step from --lr to
+    --lr-min, gradients clipped at norm 5; after each epoch a checkpoint, then the ranking of Sec. 3.2 when due.
+    Epochs count on from `first_epoch` (Sec. 3.1's two stages); `run` holds what a resumed run has done."""
     net = getattr(space.model, "module", space.model)       # the supernet itself (space.model may be DDP)
-    device, images, seconds = next(net.parameters()).device, 0, 0.0
-    done = run.epoch - first_epoch                            # epochs of this stage finished before a resume
-    due = lambda epoch: epoch == cfg.epochs or bool(cfg.eval_every) and epoch > 0 and epoch % cfg.eval_every == 0
-    ranked = bool(run.history) and run.history[-1]["epoch"] == run.epoch   # killed while ranking: rank again
-    if space.evaluate and run.is_main and 0 <= done <= cfg.epochs and due(done) and not ranked:   # or --epochs 0
-        evaluate_and_log(cfg, space, run)
-        save_checkpoint(run, net, opt, space)
-    for epoch in range(max(0, done), cfg.epochs):
+    device = next(net.parameters()).device
+    progress = Progress(cfg, space, run, stage)
+    for epoch in range(epochs_done(cfg, space, run, opt, first_epoch), cfg.epochs):
         space.model.train()
-        batches, t_epoch = space.batches(first_epoch + epoch + 1), time.time()
+        batches = space.batches(first_epoch + epoch + 1)
         lam = rd_lambda(epoch, cfg.epochs, cfg.rd_schedule)  # lambda(t), the weight of Eq. 3 this epoch
-        sums, steps = Counter(), len(batches)
+        steps = len(batches)
         if steps == 0:
             raise UserError(f"no training step: --batch-size {cfg.batch_size} is larger than the training set")
         for step, (x, y) in enumerate(batches):
-            t_step, x, y = time.time(), x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * (epoch * steps + step) / (cfg.epochs * steps)))
+            cosine = math.cos(math.pi * (epoch * steps + step) / (cfg.epochs * steps))   # 1 -> -1 over the run
+            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + cosine)
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.zero_grad(set_to_none=True)
-            stats, _ = method_step(cfg, space, run.rng, x, y, lam)
-            if not all(map(math.isfinite, stats.values())):
-                raise UserError(f"training diverged at {stage} epoch {epoch + 1}, step {step + 1}: loss {stats['loss']}; "
-                                f"lower --lr (the checkpoint of epoch {run.epoch} is kept)")
+            stats, _ = method_step(cfg, space, run.rng, x.to(device), y.to(device), lam)
             nn.utils.clip_grad_norm_(net.parameters(), 5.0)
             opt.step()
-            sums.update(stats, n=len(y))
-            images, seconds = images + len(y) * run.world, seconds + time.time() - t_step
-            if run.is_main and ((step + 1) % 50 == 0 or step + 1 == steps):
-                left = int(((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * seconds / images)
-                print(f"{stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss {sums['loss'] / (step + 1):.4f} "
-                      f"acc {100 * sums['correct'] / sums['n']:.2f}% lr {lr:.5f} {images / seconds:.0f} img/s "
-                      f"eta {left // 60}m{left % 60:02d}s", flush=True)
+            progress.step(stats, len(y), lr, epoch, step, steps)                 # stops a diverged run
         run.epoch = first_epoch + epoch + 1
-        log_json(run, dict(event="epoch", stage=stage, epoch=run.epoch, loss=sums["loss"] / steps, lr=lr,
-                           acc=100 * sums["correct"] / sums["n"], rank_loss=sums["rank"] / steps,
-                           fallbacks=space.sampler.fallbacks if space.sampler else 0, seconds=time.time() - t_epoch))
+        log_json(run, progress.epoch_record(run.epoch, steps))
         save_checkpoint(run, net, opt, space)                # first, so that a kill while ranking loses no training
-        if space.evaluate and run.is_main and due(epoch + 1):
-            evaluate_and_log(cfg, space, run)
-            save_checkpoint(run, net, opt, space)
+        if ranking_due(cfg, epoch + 1):
+            rank_and_checkpoint(cfg, space, run, opt)
 
+def ranking_due(cfg, epoch):
+    """Sec. 3.2's ranking follows the last epoch (and every --eval-every epochs)."""
+    return epoch == cfg.epochs or bool(cfg.eval_every) and epoch > 0 and epoch % cfg.eval_every == 0
+
+def rank_and_checkpoint(cfg, space, run, opt):
+    """The ranking (main process only): one line with the metrics, one log.jsonl record; then the checkpoint."""
+    if not (space.evaluate and run.is_main):
+        return
+    t = time.time()
+    record = dict(space.evaluate(), event="eval", epoch=run.epoch, bn=cfg.bn)
+    summary = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record.get("metrics", {}).items()) or "(no ground truth)"
+    if np.ptp(record["supernet_acc"]) == 0:
+        summary += "  (every subnet scores the same: the ranking is undefined)"
+    images = record["split_half_images"]
+    print(f"eval epoch {run.epoch}: {len(record['archs'])} subnets, bn={cfg.bn}, mean acc "
+          f"{np.mean(record['supernet_acc']):.2f}%  {summary}  split-half tau ({images} vs {images} images)="
+          f"{100 * record['split_half_tau']:6.2f}  [{time.time() - t:.1f}s]", flush=True)
+    log_json(run, record)
+    run.history.append(record)
+    save_checkpoint(run, getattr(space.model, "module", space.model), opt, space)
+
+def epochs_done(cfg, space, run, opt, first_epoch):
+    """The epochs of this stage that a resumed run has done; a ranking due there but not logged (killed while
+    ranking, or --epochs 0) is made now."""
+    done = run.epoch - first_epoch
+    ranked = bool(run.history) and run.history[-1]["epoch"] == run.epoch
+    if 0 <= done <= cfg.epochs and ranking_due(cfg, done) and not ranked:
+        rank_and_checkpoint(cfg, space, run, opt)
+    return max(0, done)
+
+class Progress:
+    """The bookkeeping around the steps: sums for each epoch's log record, a line every 50 steps with an eta that
+    counts the rankings still due, and the stop of a diverged run."""
+    def __init__(self, cfg, space, run, stage):
+        self.cfg, self.space, self.run, self.stage = cfg, space, run, stage
+        self.images, self.seconds, self.ranking, self.tick = 0, 0.0, None, time.time()
+    def step(self, stats, n, lr, epoch, step, steps):
+        if step == 0:
+            self.sums, self.lr, self.epoch_start, self.tick = Counter(), lr, time.time(), time.time()
+        if not all(map(math.isfinite, stats.values())):
+            kept = f"the checkpoint of epoch {self.run.epoch} is kept" if self.run.epoch else "no checkpoint was written"
+            raise UserError(f"training diverged at {self.stage} epoch {epoch + 1}, step {step + 1}: loss "
+                            f"{stats['loss']}; lower --lr ({kept})")
+        self.sums.update(stats, n=n)
+        self.lr = lr
+        self.images += n * self.run.world
+        self.seconds += time.time() - self.tick
+        self.tick = time.time()
+        if self.run.is_main and ((step + 1) % 50 == 0 or step + 1 == steps):
+            print(self.line(epoch, step, steps), flush=True)
+    def line(self, epoch, step, steps):
+        cfg, space = self.cfg, self.space
+        if self.ranking is None:                             # timed once, before the first line
+            self.ranking = space.ranking_seconds() if space.evaluate and space.ranking_seconds else 0.0
+            self.tick = time.time()
+        rankings = sum(ranking_due(cfg, e) for e in range(epoch + 1, cfg.epochs + 1))
+        left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * self.seconds / self.images
+        return (f"{self.stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss "
+                f"{self.sums['loss'] / (step + 1):.4f} acc {100 * self.sums['correct'] / self.sums['n']:.2f}% "
+                f"lr {self.lr:.5f} {self.images / self.seconds:.0f} img/s eta {clock(left + rankings * self.ranking)}")
+    def epoch_record(self, epoch, steps):
+        sampler = self.space.sampler
+        return dict(event="epoch", stage=self.stage, epoch=epoch, loss=self.sums["loss"] / steps, lr=self.lr,
+                    acc=100 * self.sums["correct"] / self.sums["n"], rank_loss=self.sums["rank"] / steps,
+                    fallbacks=sampler.fallbacks if sampler else 0, seconds=time.time() - self.epoch_start)
+
+# ---- The NAS-Bench-201 run (--mode train): Part I's pieces, wired ----
+def train_nb201(cfg, proxy=flops):
+    """One RD-NAS run on NAS-Bench-201: the supernet, its data, the teacher (`proxy`) and the margin sampler with its
+    mu, the ranked archs and their ground truth, the training loop, results.json. --method picks the baselines."""
+    run, device = open_run(cfg), get_device(cfg.device)     # the run folder, claimed (Part III)
+    seed_everything(cfg.seed)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    # data: NB201's train half, shuffled and augmented by run.gen; the held-out images on the device once
+    data = load_dataset(cfg)
+    run.gen = torch.Generator().manual_seed(cfg.seed)
+    train_loader = Loader(*data["train"], cfg.batch_size, cfg.dataset == "cifar10", run.gen, layout)
+    valid = [(x.to(device), y.to(device)) for x, y in Loader(*data["valid"], cfg.eval_batch_size, layout=layout)]
+    space = Space(net, lambda epoch: train_loader, lambda: sample_nb201(run.rng, net.ops), LARGEST_NB201,
+                  SMALLEST_NB201)
+    # RD: the teacher, scored on nets of the supernet's size, and the margin subnet sampler with its mu
+    net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
+    if cfg.method == "rd":
+        batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
+        space.teacher = Teacher(lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed))
+        mu = cfg.mu if cfg.mu >= 0 else MU.get(cfg.sampler, 0.0)
+        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler], mu,
+                                            run.rng)
+    # the ranking: 200 archs against their 200-epoch validation accuracy on cifar10-valid, with FLOPs for tau_ties
+    path = cfg.benchmark or ("none" if cfg.dataset == "synthetic" else os.path.join(BENCHMARKS, "nb201.csv.gz"))
+    table = None if path == "none" else load_benchmark(path, "cifar10-valid_valid")
+    archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
+    recal = lambda: Loader(*data["train"], cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed),
+                           layout)                            # --bn recal: the same K batches for every subnet
+    ties = lambda arch: arch_cost(arch, **net_args)[0]      # tau_ties: within FLOPs' ties, whatever the teacher
+    space.evaluate = lambda: evaluate_ranking(net, archs, valid, cfg, recal, table, teacher=ties)
+    space.ranking_seconds = lambda: ranking_seconds(net, archs, valid)
+    if not (cfg.resume and resume(cfg, run, net, opt, space)):
+        log_json(run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
+        print(f"ground truth: {path} ({len(table)} archs)" if table else "no ground truth (--benchmark none): the "
+              "subnets are trained and ranked, but no correlation is computed")
+    method = cfg.method + ("+" + cfg.sampler if cfg.method == "rd" else "")
+    print(f"{method} on {cfg.dataset} ({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), "
+          f"{len(net.ops) ** 6} archs, device {device}, run {run.out}")
+    train(cfg, space, run, opt)
+    curve = [dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]   # Fig. 1's points
+    result = dict(config=run.config, benchmark=path, final=run.history[-1], curve=curve)
+    save(os.path.join(run.out, "results.json"), result)
+    return net, run.history[-1]
 # =====================================================================================================
 # Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1)
 # The 52-character Track 1 codes, the slimmable supernet, ImageNet data and DDP under torchrun, and the ranking of
@@ -743,7 +753,7 @@ def make_divisible(v, divisor=8):
     return new + divisor if new < 0.9 * v else new
 
 def decode_resnet48_code(code):
-    """52-digit code -> {image_size, stem, stages: [{out, mid: [ratio per active block]}]}; ValueError if it is not one."""
+    """52-digit code -> {image_size, stem, stages: [{out, mid: [ratio per active block]}]}; ValueError if not one."""
     try:
         stages, pos, depths = [], 6, [int(d) for d in code[1:5]]
         for depth, max_depth in zip(depths, RESNET48_MAX_DEPTHS):
@@ -768,7 +778,7 @@ def encode_resnet48_code(decoded):
     return code
 
 def sample_resnet48(rng):
-    """A uniformly random decoded arch: each depth, each active block's mid ratio, each stage's out ratio and the stem."""
+    """A uniformly random decoded arch: each depth, each active block's mid ratio, each stage's out ratio, the stem."""
     stages = [dict(out=rng.choice(RESNET48_RATIOS),
                    mid=[rng.choice(RESNET48_RATIOS) for _ in range(rng.randint(RESNET48_MIN_DEPTH, m))])
               for m in RESNET48_MAX_DEPTHS]
@@ -787,7 +797,8 @@ def resnet48_hamming(a, b):
 class SlimConv2d(nn.Conv2d):
     """A conv whose subnets use the first in/out channels of the shared weight (slimmable slicing)."""
     def forward(self, x, out_channels=None):
-        return F.conv2d(x, self.weight[:out_channels or self.out_channels, :x.shape[1]], None, self.stride, self.padding)
+        weight = self.weight[:out_channels or self.out_channels, :x.shape[1]]   # (C_out', C_in', k, k)
+        return F.conv2d(x, weight, None, self.stride, self.padding)
 
 class SlimBatchNorm2d(nn.BatchNorm2d):
     """BN over the first C channels of shared statistics and affine parameters; recalibrated per subnet."""
@@ -899,9 +910,11 @@ def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=
     return score if math.isfinite(score) else -math.inf
 
 def resnet48_datasets(cfg):
-    """(training set, held-out set, classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or synthetic."""
+    """(training set, held-out set, classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or
+    synthetic."""
     if cfg.dataset == "synthetic":
-        xtr, ytr, xva, yva = make_synthetic(cfg.train_subset or 2048, cfg.valid_subset or 512, side=cfg.resolution or 32)
+        xtr, ytr, xva, yva = make_synthetic(cfg.train_subset or 2048, cfg.valid_subset or 512,
+                                            side=cfg.resolution or 32)
         norm = lambda x: (x.float() / 255 - 0.5) / 0.25
         return torch.utils.data.TensorDataset(norm(xtr), ytr), torch.utils.data.TensorDataset(norm(xva), yva), 10
     import torchvision  # only the ImageNet path needs it
@@ -916,7 +929,7 @@ def resnet48_datasets(cfg):
         [T.Resize(int(cfg.resolution * 256 / 224)), T.CenterCrop(cfg.resolution), T.ToTensor(), norm]))
     classes = len(train_set.classes)
     if cfg.train_subset:
-        train_set = torch.utils.data.Subset(train_set, range(cfg.train_subset))
+        train_set = torch.utils.data.Subset(train_set, range(min(cfg.train_subset, len(train_set))))
     if cfg.valid_subset:  # a fixed random subset of val for ranking, the same for every run
         idx = torch.randperm(len(valid_set), generator=torch.Generator().manual_seed(777))[:cfg.valid_subset]
         valid_set = torch.utils.data.Subset(valid_set, idx.tolist())
@@ -941,7 +954,7 @@ def epoch_seed(seed, epoch):
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)   # < 2^63
 
 def resnet48_loader(cfg, dataset, batch_size, seed=None, rank=0, world=1):
-    """Batches of `dataset`: shuffled by `seed` (this rank's share under torchrun, drop_last), or in order (seed None)."""
+    """Batches of `dataset`: shuffled by `seed` (this rank's share under torchrun, drop_last), or in order."""
     workers = min(8, os.cpu_count() or 1) if cfg.dataset == "imagenet" else 0
     sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=seed, drop_last=True) if world > 1 else None
     return DataLoader(dataset, batch_size, shuffle=seed is not None and sampler is None, sampler=sampler,
@@ -953,57 +966,63 @@ def resnet48_table(cfg):
     return None if cfg.benchmark in ("", "none") else load_benchmark(cfg.benchmark, key=lambda s: encode_resnet48_code(
         decode_resnet48_code(s)))
 
+
 def train_resnet48(cfg, proxy=flops):
     """The two stages of Sec. 3.1, each one call of Part I's train(): SPOS pre-training (--pretrain-epochs at
     pretrain_lr, skipped with --init), then --epochs of --method. Under torchrun every rank runs this: DDP averages
     gradients, every rank draws the same subnets (one seeded rng), only rank 0 logs, ranks and writes."""
+    rank, world, device = init_distributed(cfg)
     if cfg.method == "fairnas" or cfg.sampler == "group":
         raise UserError("--method fairnas and --sampler group are defined on NB201's ops; for --space resnet48 use "
-                        "spos, sandwich or rd with --sampler hamming or uniform")
-    rank, world, device = init_distributed(cfg)
+                        "spos, sandwich or rd with --sampler hamming or none")
+    if cfg.batch_size // world < 2:
+        raise UserError(f"--batch-size {cfg.batch_size} gives a process fewer than 2 images: BatchNorm needs 2")
     run = open_run(cfg, is_main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
     table = resnet48_table(cfg)
+    eval_rng = random.Random(cfg.eval_seed)
+    archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
+    for arch in archs if table else []:                       # an arch the --benchmark lacks: fail before work
+        lookup(table, arch, encode_resnet48_code)
     seed_everything(cfg.seed)                                 # identical initial weights on every rank
     train_set, valid_set, classes = resnet48_datasets(cfg)
     base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
     net = ResNet48Supernet(classes, base).to(device)
     if cfg.init:
-        try:
-            net.load_state_dict(load_checkpoint(cfg.init)["model"])
-        except RuntimeError:
-            raise UserError(f"--init {cfg.init}: its supernet has other shapes (check --base-width and the classes)") from None
+        load_weights(net, load_checkpoint(cfg.init, space="resnet48"), cfg.init)
     # a subnet leaves the deeper blocks unused, hence find_unused_parameters
     model = net if world == 1 else DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    space = Space(model, lambda epoch: resnet48_loader(cfg, train_set, cfg.batch_size // world or 1,
-                                                       epoch_seed(cfg.seed, epoch), rank, world),
-                  lambda: sample_resnet48(run.rng),
-                  largest=dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]),
-                  smallest=dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in RESNET48_MAX_DEPTHS]))
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov)
+    batches = lambda epoch: resnet48_loader(cfg, train_set, cfg.batch_size // world, epoch_seed(cfg.seed, epoch),
+                                            rank, world)
+    full = [dict(out=1.0, mid=[1.0] * m) for m in RESNET48_MAX_DEPTHS]
+    space = Space(model, batches, lambda: sample_resnet48(run.rng), dict(image_size=224, stem=1.0, stages=full),
+                  dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in full]))
     if cfg.method == "rd":
         xb, yb = next(iter(DataLoader(train_set, cfg.proxy_batch)))   # never the ranking images
-        space.teacher = Teacher(lambda a: resnet48_score(proxy, a, classes, base, cfg.resolution,
-                                                         (xb.to(device), yb.to(device)), cfg.eval_seed), key=encode_resnet48_code)
+        batch = (xb.to(device), yb.to(device))
+        score = lambda arch: resnet48_score(proxy, arch, classes, base, cfg.resolution, batch, cfg.eval_seed)
+        space.teacher = Teacher(score, key=encode_resnet48_code)
         space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
                                             cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, run.rng)
-    pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr, method="spos")
+    pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr,
+                                   method="spos")
     if not (cfg.resume and resume(cfg, run, net, opt, space)):
         log_json(run, dict(event="config", config=run.config, world_size=world))
-    eval_rng = random.Random(cfg.eval_seed)
-    archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
     valid_loader = resnet48_loader(cfg, valid_set, cfg.eval_batch_size)
     recal = lambda: resnet48_loader(cfg, train_set, cfg.eval_batch_size, cfg.eval_seed)
-    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, table, key=encode_resnet48_code)
+    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, table, encode_resnet48_code)
+    space.ranking_seconds = lambda: ranking_seconds(net, archs, valid_loader)
     train(pretrain, dataclasses.replace(space, evaluate=None), run, opt, stage="pretrain")
     train(cfg, space, run, opt, stage="train", first_epoch=pretrain.epochs)
-    # every rank reports a checksum of its weights: DDP keeps them identical
+    # every rank reports a checksum of its weights: DDP keeps them identical (NCCL gathers GPU tensors only)
     checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64,
-                            device=device)                                   # NCCL gathers GPU tensors only
+                            device=device)
     checksums = [checksum.clone() for _ in range(world)]
     if world > 1:
         dist.all_gather(checksums, checksum)
-    result = dict(config=run.config, world_size=world, final=run.history[-1] if run.history else None,  # rank 0 ranks
+    result = dict(config=run.config, world_size=world, final=run.history[-1] if run.history else None,  # rank 0's
                   rank_weight_checksums=[float(c) for c in checksums])
     if run.is_main:
         save(os.path.join(run.out, "results.json"), result)
@@ -1017,79 +1036,273 @@ def rank_main(cfg):
     submission (the same JSON with `acc` filled) to <out>/submission.json, never over an existing one."""
     path = fresh_path(run_folder(cfg), "submission.json")
     try:
-        entries = json.load(open(cfg.archs))
+        entries = read_json(cfg.archs)
         codes = [(k, decode_resnet48_code(v["arch"])) for k, v in entries.items()]
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
         codes = f"{type(e).__name__}: {e}"
     if not codes or isinstance(codes, str):
         raise UserError(f"--archs {cfg.archs!r} is not the competition's JSON {{\"arch1\": {{\"acc\": 0.0, \"arch\": "
                         f"\"1...\"}}, ...}} ({codes or 'no archs'})")
-    ckpt = load_checkpoint(os.path.join(run_folder(cfg), "ckpt.pt"))
+    ckpt_path = os.path.join(run_folder(cfg), "ckpt.pt")
+    ckpt = load_checkpoint(ckpt_path, space="resnet48")
     mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
                                                                       "train_subset", "valid_subset")})
     train_set, valid_set, classes = resnet48_datasets(mcfg)
     net = ResNet48Supernet(classes, tuple(mcfg.base_width * k for k in (1, 2, 4, 8))).to(get_device(cfg.device))
-    net.load_state_dict(ckpt["model"])
+    load_weights(net, ckpt, ckpt_path)
     print(f"ranking {len(codes)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
+    recal = lambda: resnet48_loader(mcfg, train_set, mcfg.eval_batch_size, cfg.eval_seed)
     record = evaluate_ranking(net, [a for _, a in codes], resnet48_loader(mcfg, valid_set, mcfg.eval_batch_size), cfg,
-                              lambda: resnet48_loader(mcfg, train_set, mcfg.eval_batch_size, cfg.eval_seed), resnet48_table(cfg),
-                              key=encode_resnet48_code, every=max(1, len(codes) // 20))
+                              recal, resnet48_table(cfg), key=encode_resnet48_code)
     for (key, _), acc in zip(codes, record["supernet_acc"]):
         entries[key]["acc"] = acc
     save(path, entries)
     if "metrics" in record:
-        print(f"ranking against {cfg.benchmark}: " + "  ".join(f"{k}={100 * v:6.2f}" for k, v in record["metrics"].items()))
+        metrics = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record["metrics"].items())
+        print(f"ranking against {cfg.benchmark}: {metrics}")
     print(f"wrote {path}")
     return path
 
+
 # =====================================================================================================
-# Part III: reproducing the tables
-# The NB201 training run (Part I's pieces wired together); the zero-cost proxies of Table 2 and Fig. 1; search
+# Part III: plumbing, and the tools that reproduce the tables
+# The run folder and its files, the checks of input files; the zero-cost proxies of Table 2 and Fig. 1; search
 # (Table 3); summaries over run folders (Tables 2-4, Fig. 1); a speed benchmark; the command line.
 # =====================================================================================================
 
-# ---- Training on NAS-Bench-201 (--mode train): Part I's pieces, wired ----
-def train_nb201(cfg, proxy=flops):
-    """--mode train on NAS-Bench-201: the supernet, its data, the teacher (`proxy`) and the sampler; train(); results.json."""
-    run, device = open_run(cfg), get_device(cfg.device)
-    path = cfg.benchmark or ("none" if cfg.dataset == "synthetic" else os.path.join(BENCHMARKS, "nb201.csv.gz"))
-    table = None if path == "none" else load_benchmark(path, "cifar10-valid_valid")   # 200-epoch validation accuracy
-    seed_everything(cfg.seed)
-    data = load_dataset(cfg)
-    run.gen = torch.Generator().manual_seed(cfg.seed)        # data order and augmentation
-    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    train_loader = Loader(*data["train"], cfg.batch_size, cfg.dataset == "cifar10", run.gen, layout)
-    valid = [(x.to(device), y.to(device)) for x, y in Loader(*data["valid"], cfg.eval_batch_size, layout=layout)]  # once
-    net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
-    space = Space(net, lambda epoch: train_loader, lambda: sample_nb201(run.rng, net.ops), LARGEST_NB201, SMALLEST_NB201)
-    net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
-    batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
-    space.teacher = Teacher(lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed))   # RD's, and its ties
-    if cfg.method == "rd":
-        space.sampler = MarginSubnetSampler(lambda rng: sample_nb201(rng, net.ops), DISTANCES[cfg.sampler],
-                                            cfg.mu if cfg.mu >= 0 else MU.get(cfg.sampler, 0.0), run.rng)
-    archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
-    recal = lambda: Loader(*data["train"], cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed),
-                           layout)                            # --bn recal: the same K batches for every subnet
-    space.evaluate = lambda: evaluate_ranking(net, archs, valid, cfg, recal, table, teacher=space.teacher)
-    if not (cfg.resume and resume(cfg, run, net, opt, space)):
-        log_json(run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
-        print(f"ground truth: {path} ({len(table)} archs)" if table else "no ground truth (--benchmark none): the "
-              "subnets are trained and ranked, but no correlation is computed")
-    print(f"{cfg.method}{'+' + cfg.sampler if cfg.method == 'rd' else ''} on {cfg.dataset} ({len(data['train'][0])} "
-          f"train / {len(data['valid'][0])} held-out images), {len(net.ops) ** 6} archs, device {device}, run {run.out}")
-    train(cfg, space, run, opt)
-    curve = [dict(epoch=h["epoch"], metrics=h.get("metrics")) for h in run.history]   # Fig. 1's points
-    save(os.path.join(run.out, "results.json"), dict(config=run.config, benchmark=path, final=run.history[-1], curve=curve))
-    return net, run.history[-1]
+# ---- Plumbing: run folder, checkpoint, resume, input files. A first reading can skip this section ----
+# The rules: one run a folder (its log.jsonl is created exclusively); every file is written to a temporary file of its
+# own and renamed into place; a result is never overwritten; --resume continues a killed run exactly, never a
+# finished one; a damaged or foreign input file ends in one line that names it.
+class UserError(Exception):            # a mistake in the user's input: main() prints it as one line, not a traceback
+    pass
 
+class CifarUnpickler(pickle.Unpickler):
+    """A CIFAR-10 batch is a pickle, which can run code: only the numpy arrays such a batch holds are let through."""
+    def find_class(self, module, name):
+        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and \
+                name in ("_reconstruct", "ndarray", "dtype"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
+
+def read_cifar_batches(folder):
+    """The five training batches of `folder` -> (uint8 images, labels, positions in the original 50,000); a damaged
+    batch, or one that holds another's images, is refused in one line."""
+    xs, ys, ps, seen = [], [], [], {}
+    for k in range(1, 6):
+        path = os.path.join(folder, f"data_batch_{k}")
+        try:
+            with open(path, "rb") as f:
+                d = CifarUnpickler(f, encoding="bytes").load()
+            x = np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32)
+            y = np.asarray(d[b"labels"], np.int64)
+            pos = np.asarray(d.get(b"indices", range(len(x))), np.int64)
+            name, digest = d.get(b"batch_label", b""), hash(x.tobytes())
+            problems = [(not len(x) == len(y) == len(pos), "rows, labels and indices differ in number"),
+                        (not np.isin(y, range(10)).all(), "a label is outside 0..9"),
+                        (len(np.unique(pos[(pos >= 0) & (pos < 10000)])) < len(pos),
+                         "an index repeats or is outside 0..9999"),
+                        (bool(name) and f"batch {k} of".encode() not in name, f"it is labelled {name!r}"),
+                        (digest in seen, f"it holds the images of data_batch_{seen.get(digest)}")]
+        except Exception as e:
+            raise UserError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}: {e}); replace it") from None
+        problem = next((text for bad, text in problems if bad), None)
+        if problem:
+            raise UserError(f"{path} is damaged: {problem}; replace it with the original")
+        seen[digest] = k
+        xs.append(x)
+        ys.append(y)
+        ps.append((k - 1) * 10000 + pos)
+    return tuple(torch.from_numpy(np.concatenate(v)) for v in (xs, ys, ps))
+
+def download_cifar10(root):
+    try:
+        import torchvision                                   # only the download needs it
+        torchvision.datasets.CIFAR10(root, download=True)
+    except Exception as e:
+        raise UserError(f"CIFAR-10 is not in {root!r} and could not be downloaded ({type(e).__name__}): put the "
+                        f"extracted cifar-10-batches-py/ folder there and pass --data {root}") from None
+
+def load_benchmark(path, column="accuracy", key=lambda s: arch_to_str(str_to_arch(s))):
+    """A ground-truth CSV, gzipped or not -> {key(arch): accuracy}: `column` of the shipped NB201 table
+    (benchmarks/nb201.csv.gz), or a plain `arch,accuracy` table. A bad row is an error that names its line."""
+    if not os.path.isfile(path):
+        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
+    try:
+        with (gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")) as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
+        raise UserError(f"{path}: not a readable CSV text file ({type(e).__name__}: {e})") from None
+    column = column if column in fields else "accuracy"
+    if not {"arch", column} <= set(fields):
+        raise UserError(f"{path}: expected the columns arch,accuracy, found {fields}")
+    table, lines = {}, {}
+    for line, row in enumerate(rows, start=2):
+        try:
+            arch, acc = key(row["arch"]), float(row[column])
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{path}:{line}: {e}") from None
+        if arch in table:
+            raise UserError(f"{path}:{line}: {arch} is listed twice (first on line {lines[arch]})")
+        if not math.isfinite(acc):
+            raise UserError(f"{path}:{line}: accuracy {row[column]!r} of {arch} is not a finite number")
+        table[arch], lines[arch] = acc, line
+    return table
+
+def lookup(table, arch, key=arch_to_str):
+    if key(arch) not in table:
+        raise UserError(f"the benchmark has no entry for arch {key(arch)} ({len(table)} archs in the table)")
+    return table[key(arch)]
+
+def read_json(path):
+    """A JSON file whose objects name each key once (json itself keeps the last of two silently)."""
+    def once(pairs):
+        twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
+        if twice:
+            raise ValueError(f"the key {twice[0]!r} is given twice")
+        return dict(pairs)
+    with open(path) as f:
+        return json.load(f, object_pairs_hook=once)
+
+@dataclasses.dataclass
+class Run:                                  # a run folder, and the state its checkpoint keeps with the weights
+    out: str                               # the run folder: log.jsonl, ckpt.pt, results.json
+    config: dict                           # the run's Config, as saved
+    rng: random.Random                     # every random choice of subnets
+    gen: torch.Generator = None            # data order and augmentation (NB201's in-memory loader)
+    epoch: int = 0                         # epochs finished, counted over all stages
+    history: list = dataclasses.field(default_factory=list)   # the ranking records so far
+    world: int = 1                         # processes under torchrun; only the main one logs and writes
+    is_main: bool = True
+
+def run_folder(cfg):
+    """--out, or runs/<space>-<dataset>-<method>-seed<seed>."""
+    method = cfg.method + (f"-{cfg.sampler}" if cfg.method == "rd" else "")
+    return cfg.out or os.path.join("runs", f"{cfg.space}-{cfg.dataset}-{method}-seed{cfg.seed}")
+
+def fresh_path(out, name):
+    """<out>/<name>, a result about to be written: a result is never overwritten."""
+    if os.path.exists(os.path.join(out, name)):
+        raise UserError(f"{os.path.join(out, name)} exists; move it away or choose another --out (or --resume a run)")
+    os.makedirs(out, exist_ok=True)
+    return os.path.join(out, name)
+
+def open_run(cfg, is_main=True, world=1):
+    """The run of --out. A fresh run claims the folder by creating its log.jsonl (exclusive creation: the second of two
+    runs started together is refused); --resume continues a run, but never one that is finished (results.json)."""
+    run = Run(run_folder(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
+    if not is_main:                                          # rank 0 claims and checks
+        return run
+    os.makedirs(run.out, exist_ok=True)
+    log = os.path.join(run.out, "log.jsonl")
+    if os.path.exists(os.path.join(run.out, "results.json")):
+        raise UserError(f"{run.out} holds a finished run (results.json exists); choose another --out")
+    if not cfg.resume:
+        fresh_path(run.out, "ckpt.pt")
+    try:
+        if not (cfg.resume and os.path.exists(log)):
+            open(log, "x").close()
+    except FileExistsError:
+        raise UserError(f"{log} exists: the folder holds a run (--resume continues it), or one is starting") from None
+    return run
+
+def save(path, obj):
+    """JSON, or torch.save for *.pt, to a temporary file of this writer's own in the same folder, then renamed: a kill
+    leaves the old file or the new one, and a failed write (a full disk) leaves neither a .tmp nor a torn file."""
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb" if path.endswith(".pt") else "w") as f:
+            if path.endswith(".pt"):
+                torch.save(obj, f)
+            else:
+                json.dump(obj, f, indent=1)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException as e:
+        os.remove(tmp)
+        if isinstance(e, RuntimeError):                      # torch.save's writer reports a failed write so
+            raise OSError(f"could not write {path}: {(str(e).strip() or type(e).__name__).splitlines()[0]}") from None
+        raise
+
+def log_json(run, record):
+    """Append one JSON line to <out>/log.jsonl, the machine-readable twin of the printed lines."""
+    if run.is_main:
+        with open(os.path.join(run.out, "log.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+def save_checkpoint(run, net, opt, space):
+    """The checkpoint: one dict {model, optimizer, config, epoch, history, teacher scores, rng states}."""
+    if run.is_main:
+        save(os.path.join(run.out, "ckpt.pt"), dict(
+            model=net.state_dict(), optimizer=opt.state_dict(), config=run.config, epoch=run.epoch,
+            history=run.history, world=run.world, teacher=dict(space.teacher or {}),
+            fallbacks=space.sampler.fallbacks if space.sampler else 0, python_rng=run.rng.getstate(),
+            torch_rng=torch.get_rng_state(), data_rng=run.gen.get_state() if run.gen else None))
+
+CHECKPOINT_KEYS = {"model", "optimizer", "config", "epoch", "history", "world", "teacher", "fallbacks", "python_rng",
+                   "torch_rng", "data_rng"}
+
+def load_checkpoint(path, cfg=None, space=None, free=("resume", "out", "device", "data", "eval_every", "mode", "archs")):
+    """A checkpoint of rdnas as plain tensors and containers (weights_only: a planted object is refused, never run),
+    with finite weights and teacher scores, of --space `space`; with `cfg`, every setting but the `free` ones must be
+    the checkpoint's. Another program's, an older version's or a damaged checkpoint is refused in one line."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"checkpoint {path!r}: " + ("not found" if isinstance(e, FileNotFoundError) else
+                        f"refused ({type(e).__name__}): not tensors and containers only, or damaged")) from None
+    if not (isinstance(ckpt, dict) and CHECKPOINT_KEYS <= set(ckpt) and isinstance(ckpt["config"], dict)
+            and isinstance(ckpt["model"], dict) and isinstance(ckpt["teacher"], dict)):
+        raise UserError(f"checkpoint {path!r} is not an rdnas checkpoint of this version (another program's, an older "
+                        f"version's, or damaged)")
+    if space and ckpt["config"].get("space") != space:
+        raise UserError(f"checkpoint {path!r} holds a supernet of --space {ckpt['config'].get('space')}, not {space}")
+    if not all(torch.isfinite(v).all() for v in ckpt["model"].values() if torch.is_tensor(v) and v.is_floating_point()):
+        raise UserError(f"checkpoint {path!r}: its weights are not all finite (a diverged or damaged run)")
+    if not all(isinstance(s, (int, float)) and not math.isnan(s) for s in ckpt["teacher"].values()):
+        raise UserError(f"checkpoint {path!r}: its teacher scores are not all numbers")
+    diff = [f"{k}={ckpt['config'].get(k)!r} (now {v!r})" for k, v in (dataclasses.asdict(cfg) if cfg else {}).items()
+            if k not in free and ckpt["config"].get(k) != v]
+    if diff:
+        raise UserError(f"checkpoint {path} was made with another config: {', '.join(diff)}")
+    return ckpt
+
+def load_weights(net, ckpt, path):
+    try:
+        net.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise UserError(f"checkpoint {path}: its supernet has other shapes or names ({str(e).splitlines()[0]}); "
+                        f"check --C, --N, --base-width and the classes") from None
+
+def resume(cfg, run, net, opt, space):
+    """--resume from the checkpoint, if any (a run killed before its first has none); in log.jsonl, the records after
+    `resume` replace earlier ones."""
+    path = os.path.join(run.out, "ckpt.pt")
+    if not os.path.exists(path):
+        return False
+    ckpt = load_checkpoint(path, cfg, cfg.space)
+    if ckpt["world"] != run.world:
+        raise UserError(f"{run.out} was trained by {ckpt['world']} processes; resume it with as many")
+    load_weights(net, ckpt, path)
+    try:
+        opt.load_state_dict(ckpt["optimizer"])
+        run.rng.setstate(ckpt["python_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if run.gen:
+            run.gen.set_state(ckpt["data_rng"])
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise UserError(f"checkpoint {path}: damaged optimizer or rng state ({type(e).__name__})") from None
+    run.epoch, run.history = ckpt["epoch"], ckpt["history"]
+    if space.teacher is not None:
+        space.teacher.update(ckpt["teacher"])
+    if space.sampler:                                        # RD
+        space.sampler.fallbacks = ckpt["fallbacks"]
+    log_json(run, dict(event="resume", epoch=run.epoch))
+    if run.is_main:
+        print(f"resumed {run.out} after epoch {run.epoch}")
+    return True
 # ---- Zero-cost proxies of Table 2 and Fig. 1 (any of them is also a teacher: --teacher) ----
-def fixed_batch(data, n, seed, device):
-    """`n` seeded training images for the data-dependent proxies (SNIP, GraSP, NASWOT)."""
-    idx = torch.randperm(len(data["train"][0]), generator=torch.Generator().manual_seed(seed))[:n]
-    return data["train"][0][idx].to(device), data["train"][1][idx].to(device)
-
 def conv_linear_weights(net):
     return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
@@ -1119,9 +1332,12 @@ def synflow(net, inputs, targets):
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):  # identity: eval mode with mean 0, var 1, eps 0, scale 1, shift 0
-                m.running_mean.zero_(), m.running_var.fill_(1.0), setattr(m, "eps", 0.0)
+                m.running_mean.zero_()
+                m.running_var.fill_(1.0)
+                m.eps = 0.0
                 if m.affine:
-                    m.weight.fill_(1.0), m.bias.zero_()
+                    m.weight.fill_(1.0)
+                    m.bias.zero_()
             elif isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.abs_()
                 if m.bias is not None:
@@ -1173,10 +1389,12 @@ def naswot(net, inputs, targets):
     sign, logdet = torch.linalg.slogdet(K)
     return float(logdet) if sign > 0 else -math.inf
 
-PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen, "naswot": naswot}
+PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synflow": synflow, "zen": zen,
+           "naswot": naswot}
 
 def proxy_table(cfg):
-    """--mode proxies (Table 2): tau, r, rho, CPR of each of --proxies on --eval-archs archs (--seed: batch, weights)."""
+    """--mode proxies (Table 2): tau, r, rho, CPR of each of --proxies on --eval-archs archs (--seed: batch and
+    weights), and tau within the ties of FLOPs."""
     path, device = fresh_path(cfg.out or f"runs/proxies-seed{cfg.seed}", "proxies.json"), get_device(cfg.device)
     names = cfg.proxies.split(",")
     if not set(names) <= set(PROXIES):
@@ -1184,7 +1402,8 @@ def proxy_table(cfg):
     table = load_benchmark(cfg.benchmark or os.path.join(BENCHMARKS, "nb201.csv.gz"), "cifar10-valid_valid")
     if set(names) <= {"flops", "params", "synflow", "zen"}:   # data-free proxies need only the input shape
         side = cfg.resolution or 32
-        batch = torch.zeros(cfg.proxy_batch, 3, side, side, device=device), torch.zeros(cfg.proxy_batch, dtype=torch.long)
+        batch = (torch.zeros(cfg.proxy_batch, 3, side, side, device=device),
+                 torch.zeros(cfg.proxy_batch, dtype=torch.long))
     else:
         batch = fixed_batch(load_dataset(cfg), cfg.proxy_batch, cfg.seed, device)
     net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=batch[0].shape[-1])
@@ -1196,11 +1415,10 @@ def proxy_table(cfg):
     for name in names:
         t = time.time()
         scores = [score_arch(PROXIES[name], a, net_args, batch, cfg.seed) for a in archs]
-        rows[name] = dict(seconds_per_arch=(time.time() - t) / len(archs), scores=scores,
-                          metrics=rank_metrics(scores, [lookup(table, a) for a in archs], ties))
-        print(f"{name:10s}" + "".join(f" {100 * rows[name]['metrics'][k]:7.2f}" for k in ("tau", "r", "rho", "cpr"))
-              + f" {100 * rows[name]['metrics']['tau_ties']:8.2f}"
-              + f" {rows[name]['seconds_per_arch']:9.4f}")
+        metrics = rank_metrics(scores, [lookup(table, a) for a in archs], ties)
+        rows[name] = dict(seconds_per_arch=(time.time() - t) / len(archs), scores=scores, metrics=metrics)
+        print(f"{name:10s}" + "".join(f" {100 * metrics[k]:7.2f}" for k in ("tau", "r", "rho", "cpr"))
+              + f" {100 * metrics['tau_ties']:8.2f} {rows[name]['seconds_per_arch']:9.4f}")
     save(path, dict(config=dataclasses.asdict(cfg), archs=[arch_to_str(a) for a in archs], proxies=rows))
     return rows
 
@@ -1240,11 +1458,11 @@ TABLE3_COLUMNS = {"cifar10/valid": "cifar10-valid_valid", "cifar10/test": "cifar
 
 def format_table3(groups):
     """Rows of Table 3, (label, [row]) each: mean +- std over the rows of each column."""
+    cell = lambda v: f"{np.mean(v):.2f}+-{np.std(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}" if v else "-"
     lines = [f"{'method':28s}" + "".join(f"{c:>22s}" for c in TABLE3_COLUMNS)]
     for label, rows in groups:
-        vals = [[r[c] for r in rows if r.get(c) is not None] for c in TABLE3_COLUMNS]
-        lines.append(f"{label[:28]:28s}" + "".join(f"{np.mean(v):.2f}+-{np.std(v):.2f}".rjust(22) if len(v) > 1 else
-                                                    f"{v[0]:.2f}".rjust(22) if v else "-".rjust(22) for v in vals))
+        lines.append(f"{label[:28]:28s}" + "".join(cell([r[c] for r in rows if r.get(c) is not None]).rjust(22)
+                                                    for c in TABLE3_COLUMNS))
     return "\n".join(lines)
 
 def run_search(cfg):
@@ -1252,7 +1470,7 @@ def run_search(cfg):
     out, device, model_cfg = run_folder(cfg), get_device(cfg.device), cfg
     path = fresh_path(out, f"search_{cfg.search}_{cfg.search_by}.json")
     if cfg.search_by == "supernet":
-        ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"))
+        ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"), space="nb201")
         model_cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in (
             "ops", "C", "N", "dataset", "resolution", "train_subset", "valid_subset", "batch_size", "channels_last",
             "method", "sampler", "epochs")})
@@ -1260,9 +1478,10 @@ def run_search(cfg):
     layout = torch.channels_last if model_cfg.channels_last else torch.contiguous_format
     if cfg.search_by == "supernet":
         net = NB201Supernet(model_cfg.C, model_cfg.N, 10, ops).to(device, memory_format=layout)
-        net.load_state_dict(ckpt["model"])
+        load_weights(net, ckpt, os.path.join(out, "ckpt.pt"))
         valid = [(x.to(device), y.to(device)) for x, y in Loader(*data["valid"], cfg.eval_batch_size, layout=layout)]
-        recal = lambda: Loader(*data["train"], model_cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed), layout)
+        recal = lambda: Loader(*data["train"], model_cfg.batch_size, False,
+                               torch.Generator().manual_seed(cfg.eval_seed), layout)
         score = lambda arch: subnet_accuracy(net, arch, valid, cfg.bn, recal(), cfg.bn_batches)[0]
     else:
         net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
@@ -1275,22 +1494,25 @@ def run_search(cfg):
             print(f"search {len(seen)}/{cfg.budget}: best so far {max(seen):.4g}", flush=True)
         return seen[-1]
     rng = random.Random(cfg.seed)
-    best, trace = evolution_search(scored, ops, cfg.budget, cfg.population, cfg.topk, 0.2, rng) \
-        if cfg.search == "evolution" else random_search(scored, ops, cfg.budget, rng)
+    if cfg.search == "evolution":
+        best, trace = evolution_search(scored, ops, cfg.budget, cfg.population, cfg.topk, 0.2, rng)
+    else:
+        best, trace = random_search(scored, ops, cfg.budget, rng)
     tables = {c: load_benchmark(os.path.join(BENCHMARKS, "nb201.csv.gz"), col) for c, col in TABLE3_COLUMNS.items()}
     row = {c: tables[c][arch_to_str(best)] for c in TABLE3_COLUMNS}
     save(path, dict(config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(model_cfg), best=arch_to_str(best),
                     best_score=dict(trace)[best], seconds=time.time() - t, table3=row,
                     trace=[(arch_to_str(a), s) for a, s in trace]))
     print(f"best arch ({cfg.search} search by {cfg.search_by}, {len(trace)} archs scored): {arch_to_str(best)}")
-    print(format_table3([(f"found ({cfg.search_by})", [row]), ("optimal", [{c: max(t.values()) for c, t in tables.items()}])]))
+    optimal = {c: max(t.values()) for c, t in tables.items()}
+    print(format_table3([(f"found ({cfg.search_by})", [row]), ("optimal", [optimal])]))
     return row
 
 # ---- Summaries over runs (Tables 2, 3 and 4) and Fig. 1 ----
 def plot_fig1(curves, lines, path):
-    """Fig. 1 and the budget curve: tau and tau within the teacher's ties (mean +- std over runs) against epochs,
-    {label: {epoch: [metrics]}}; `lines` {label: [metrics]} (proxies, the untrained supernet) drawn across; matplotlib."""
-    import matplotlib
+    """Fig. 1 and the budget curve: tau and tau within FLOPs' ties (mean +- std over runs) against epochs,
+    {label: {epoch: [metrics]}}; `lines` {label: [metrics]} (proxies, the untrained supernet) drawn across."""
+    import matplotlib                                        # only --plot needs it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -1298,17 +1520,48 @@ def plot_fig1(curves, lines, path):
         for k, (label, points) in enumerate(curves.items()):
             epochs = sorted(points)
             taus = [[100 * m.get(key, np.nan) for m in points[e]] for e in epochs]
-            ax.errorbar(epochs, [np.mean(t) for t in taus], [np.std(t) for t in taus], fmt="o-", capsize=3, color=f"C{k}",
-                        label=label)
+            ax.errorbar(epochs, [np.mean(t) for t in taus], [np.std(t) for t in taus], fmt="o-", capsize=3,
+                        color=f"C{k}", label=label)
         for k, (label, rows) in enumerate(lines.items()):
-            ax.axhline(np.mean([100 * m.get(key, np.nan) for m in rows]), ls="--", lw=1, color=f"C{k + len(curves)}", label=label)
-        ax.set(xlabel="epochs", xticks=sorted({e for points in curves.values() for e in points}), ylabel=f"Kendall {key} (%)",
-               title={"tau": "Kendall tau against NB201", "tau_ties": "Kendall tau within the teacher's ties"}[key])
+            ax.axhline(np.mean([100 * m.get(key, np.nan) for m in rows]), ls="--", lw=1, color=f"C{k + len(curves)}",
+                       label=label)
+        ticks = sorted({e for points in curves.values() for e in points})
+        ax.set_xscale("log", base=2)                         # budgets that double
+        ax.set(xlabel="epochs", xticks=ticks, xticklabels=ticks, ylabel=f"Kendall {key} (%)",
+               title={"tau": "Kendall tau against NB201", "tau_ties": "Kendall tau within FLOPs' ties"}[key])
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     print(f"wrote {path}")
+
+def run_label(c):
+    """A run's row in the summaries: its method (RD with its sampler), or the untrained supernet."""
+    if not c["epochs"]:
+        return "random init"
+    return c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" and c["sampler"] != "none" else "")
+
+def read_results(folders):
+    """The trained runs (results.json), proxies (proxies.json) and searches (search_*.json) of the run folders; a
+    damaged or foreign file is refused in one line that names it."""
+    runs, proxies, searches = [], {}, {}
+    for path in [p for folder in folders for p in sorted(glob.glob(os.path.join(folder, "*.json")))]:
+        name = os.path.basename(path)
+        try:
+            if name == "results.json":
+                result = read_json(path)
+                runs += [result] if result["final"] and "metrics" in result["final"] else []
+            elif name == "proxies.json":
+                for proxy, row in read_json(path)["proxies"].items():
+                    proxies.setdefault(proxy, []).append(row["metrics"])
+            elif name.startswith("search_"):
+                s = read_json(path)
+                by = s["config"]["search_by"]
+                label = (run_label(s["model_config"]) if by == "supernet" else by) + f" ({s['config']['search']})"
+                searches.setdefault(label, []).append(dict(s["table3"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            raise UserError(f"{path}: not a result of rdnas ({type(e).__name__}: {e})") from None
+    return runs, proxies, searches
 
 def summarize(cfg):
     """--mode summarize: Tables 2-4 (mean +- std over the folders of --runs), Table 3's searches; --plot: Fig. 1."""
@@ -1316,39 +1569,29 @@ def summarize(cfg):
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
     path = fresh_path(cfg.out, "summary.json") if cfg.out else None
-    label = lambda c: ("random init" if not c["epochs"] else c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" else ""))
-    runs, proxies, searches = [], {}, {}
-    for folder in folders:
-        if os.path.exists(os.path.join(folder, "results.json")):
-            runs += [r for r in [json.load(open(os.path.join(folder, "results.json")))] if "metrics" in r["final"]]
-        if os.path.exists(os.path.join(folder, "proxies.json")):
-            for name, row in json.load(open(os.path.join(folder, "proxies.json")))["proxies"].items():
-                proxies.setdefault(name, []).append(row["metrics"])
-        for p in sorted(glob.glob(os.path.join(folder, "search_*.json"))):
-            s = json.load(open(p))
-            by = s["config"]["search_by"]
-            searches.setdefault((label(s["model_config"]) if by == "supernet" else by) + f" ({s['config']['search']})",
-                                []).append(s["table3"])
+    runs, proxies, searches = read_results(folders)
     # runs are averaged per method; a setting other than method and seed that differs between trained runs (say
-    # --epochs) joins the label, so that different budgets are never averaged together
+    # --epochs, or RD's --teacher) joins the label, so that different budgets are never averaged together
     trained = [r["config"] for r in runs if r["config"]["epochs"]]
     varying = [k for k in (trained[0] if trained else {}) if k not in ("method", "sampler", "seed", "out", "resume",
                "eval_every", "device", "data") and len({json.dumps(c.get(k)) for c in trained}) > 1]
+    suffix = lambda c, keys: "".join(f" {k}={c.get(k)}" for k in keys if k != "teacher" or c["method"] == "rd")
     ranking, curves = {}, {}
     for r in runs:
         c = r["config"]
-        name = label(c) + ("".join(f" {k}={c.get(k)}" for k in varying) if c["epochs"] else "")
-        ranking.setdefault(name, []).append(dict(r["final"]["metrics"], split_half=r["final"].get("split_half_tau", np.nan)))
+        name = run_label(c) + (suffix(c, varying) if c["epochs"] else "")
+        metrics = dict(r["final"]["metrics"], split_half=r["final"].get("split_half_tau", np.nan))
+        ranking.setdefault(name, []).append(metrics)
         if c["epochs"]:      # Fig. 1 (--eval-every) or the budget curve (runs of other --epochs): tau at each epoch
-            curve = curves.setdefault(label(c) + "".join(f" {k}={c.get(k)}" for k in varying if k != "epochs"), {})
+            curve = curves.setdefault(run_label(c) + suffix(c, [k for k in varying if k != "epochs"]), {})
             for p in r["curve"]:
                 curve.setdefault(p["epoch"], []).append(p["metrics"])
     columns = ("tau", "r", "rho", "cpr", "tau_ties", "split_half")
+    cell = lambda rows, k: f"{100 * np.mean([m.get(k, np.nan) for m in rows]):6.2f}+-" \
+                           f"{100 * np.std([m.get(k, np.nan) for m in rows]):5.2f}"
     lines = [f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>16s}" for k in columns)]
     for name, rows in list(proxies.items()) + list(ranking.items()):
-        lines.append(f"{name:18s} {len(rows):4d} " + " ".join(
-            f"{100 * np.mean([m.get(k, np.nan) for m in rows]):6.2f}+-{100 * np.std([m.get(k, np.nan) for m in rows]):5.2f}"
-            .rjust(16) for k in columns))
+        lines.append(f"{name:18s} {len(rows):4d} " + " ".join(cell(rows, k).rjust(16) for k in columns))
     if searches:
         lines.append(format_table3(list(searches.items())))
     print("\n".join(lines))
@@ -1374,7 +1617,8 @@ def extract_nb201(supernet, arch):
 def bench(cfg):
     """--mode bench: supernet path / stand-alone step, RD step / SPOS step, each proxy / one forward+backward, seconds
     per ranked subnet, channels_last / default step, all on random images at the paper's size (C=16, N=5, batch 64)."""
-    device, rng, fig, path = get_device(cfg.device), random.Random(cfg.seed), {}, cfg.out and fresh_path(cfg.out, "bench.json")
+    device, rng, fig = get_device(cfg.device), random.Random(cfg.seed), {}
+    path = cfg.out and fresh_path(cfg.out, "bench.json")
     torch.manual_seed(cfg.seed)
     def seconds(fn, repeats=3):                              # the median time of fn() after one warm-up call
         fn()
@@ -1387,16 +1631,18 @@ def bench(cfg):
             F.cross_entropy(net(x, *arch), y).backward()
             opt.step()
         return step
-    x, y, archs = torch.randn(64, 3, 32, 32, device=device), torch.randint(10, (64,), device=device), \
-        [sample_nb201(rng, OPS[1:]) for _ in range(10)]
+    x, y = torch.randn(64, 3, 32, 32, device=device), torch.randint(10, (64,), device=device)
+    archs = [sample_nb201(rng, OPS[1:]) for _ in range(10)]
     supernet = NB201Supernet(16, 5).to(device)
     fig["supernet path / stand-alone NB201Net, one SGD step (median of 10 archs)"] = np.median(
         [seconds(sgd_step(supernet, x, y, a)) / seconds(sgd_step(extract_nb201(supernet, a), x, y)) for a in archs])
-    sampler, teacher = MarginSubnetSampler(sample_nb201, group_distance, 6.7, random.Random(0)), Teacher(lambda a: arch_cost(a)[0])
+    sampler = MarginSubnetSampler(sample_nb201, group_distance, 6.7, random.Random(0))
+    teacher = Teacher(lambda a: arch_cost(a)[0])
     rd = lambda: rd_step(supernet, x, y, sampler, teacher, 1.0)              # gradients accumulate: timing only
     spos = lambda: spos_step(supernet, x, y, lambda: sample_nb201(rng))
-    pairs = np.array([(seconds(rd, 1), seconds(spos, 1)) for _ in range(50)])   # interleaved: each step draws its own subnets
-    fig["RD + Group step / SPOS step (cached FLOPs teacher, mean of 50 interleaved steps)"] = pairs[:, 0].mean() / pairs[:, 1].mean()
+    pairs = np.array([(seconds(rd, 1), seconds(spos, 1)) for _ in range(50)])   # interleaved: each draws its subnets
+    fig["RD + Group step / SPOS step (cached FLOPs teacher, mean of 50 interleaved steps)"] = \
+        pairs[:, 0].mean() / pairs[:, 1].mean()
     for name, proxy in PROXIES.items():
         nets = [NB201Net(a).to(device) for a in archs[:5]]
         fig[f"proxy {name} / one forward+backward of its net (median of 5 archs)"] = np.median(
@@ -1420,7 +1666,8 @@ def bench(cfg):
 @dataclasses.dataclass
 class Flags(ResNet48Config):
     """Every setting: Part I's Config, Part II's, and those of the modes of Part III."""
-    mode: str = arg("train", "train | proxies (Table 2) | search (Table 3) | summarize (Tables 2-4, Fig. 1) | bench | rank")
+    mode: str = arg("train", "train | proxies (Table 2) | search (Table 3) | summarize (Tables 2-4, Fig. 1) | bench "
+                             "| rank")
     preset: str = arg("paper", "defaults for --space (PRESETS): paper | cpu | tiny")
     proxies: str = arg(",".join(PROXIES), "--mode proxies: the proxies to score, comma-separated")
     search: str = arg("evolution", "--mode search: evolution (SPOS) | random")
@@ -1447,6 +1694,11 @@ CHOICES = dict(space=tuple(PRESETS), mode=("train", "proxies", "search", "summar
                method=("spos", "fairnas", "sandwich", "rd"), sampler=tuple(DISTANCES), teacher=tuple(PROXIES),
                rd_schedule=("sin", "constant"), bn=("train", "recal"), search=("evolution", "random"),
                search_by=("supernet",) + tuple(PROXIES))
+# flags that only one mode or space reads: given elsewhere, they are refused rather than ignored
+ONLY = dict(proxies="--mode proxies", search="--mode search", search_by="--mode search", budget="--mode search",
+            runs="--mode summarize", plot="--mode summarize", archs="--mode rank", init="--space resnet48",
+            base_width="--space resnet48", pretrain_epochs="--space resnet48", ops="--space nb201",
+            C="--space nb201", N="--space nb201")
 
 def number(low=0, high=math.inf, step=1, kind=int):
     """An argparse type: a finite `kind` number in [low, high], for ints a multiple of `step`."""
@@ -1459,42 +1711,67 @@ def number(low=0, high=math.inf, step=1, kind=int):
     parse.__name__ = kind.__name__                           # argparse's word for a value it cannot convert
     return parse
 
+def device_name(text):
+    """An argparse type: a device of this machine."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text}: not auto, cpu, cuda, cuda:N or mps")
+    cuda = int(text[5:] or 0) < torch.cuda.device_count() if text.startswith("cuda") else True
+    mps = text != "mps" or bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if not (cuda and mps):
+        raise argparse.ArgumentTypeError(f"{text}: no such device here")
+    return text
+
 TYPES = dict(C=number(1), N=number(1), batch_size=number(1), budget=number(1), base_width=number(1),
              seed=number(0, 2 ** 32 - 1), resolution=number(0, step=4), lr=number(1e-12, kind=float),
-             mu=number(-1, kind=float), eval_archs=lambda text: text if text == "all" else str(number(2)(text)))
+             mu=lambda text: -1.0 if text == "-1" else number(0, kind=float)(text), device=device_name,
+             eval_archs=lambda text: text if text == "all" else str(number(2)(text)))
 
 def parse_args(argv=None):
     """argv -> Flags. Precedence: an explicit flag, then PRESETS[space][preset], then the defaults."""
     p = argparse.ArgumentParser(description="RD-NAS (Dong et al., ICASSP 2023). Defaults shown are before --preset.")
     for f in dataclasses.fields(Flags):
-        if f.metadata["help"] and f.type in (bool, "bool"):
-            p.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, help=f.metadata["help"])
-        elif f.metadata["help"]:
+        flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        if text and f.type in (bool, "bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        elif text:
             kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
-            p.add_argument("--" + f.name.replace("_", "-"), choices=CHOICES.get(f.name), help=f"{f.metadata['help']} "
-                           f"(default: {f.default!r})", type=TYPES.get(f.name, str if kind is str else number(kind=kind)))
+            p.add_argument(flag, choices=CHOICES.get(f.name), help=f"{text} (default: {f.default!r})",
+                           type=TYPES.get(f.name, str if kind is str else number(kind=kind)))
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     space, preset = args.get("space", "nb201"), args.get("preset", "paper")
-    if space == "resnet48" and ({"ops", "C", "N"} & set(args) or args.get("eval_archs") == "all"):
-        p.error("--ops, --C, --N and --eval-archs all are for the NB201 space; --space resnet48 has --base-width")
-    if args.get("device", "").startswith("cuda") and not torch.cuda.is_available():
-        p.error(f"argument --device: {args['device']}: no CUDA GPU here")
+    where = {"--mode " + args.get("mode", "train"), "--space " + space}
+    for name in set(ONLY) & set(args):
+        if ONLY[name] not in where:
+            p.error(f"--{name.replace('_', '-')} is for {ONLY[name]}")
+    if (space == "resnet48" and args.get("eval_archs") == "all") or \
+            args.get("dataset") == {"nb201": "imagenet", "resnet48": "cifar10"}[space]:
+        p.error(f"--space {space} takes --dataset {'cifar10' if space == 'nb201' else 'imagenet'} or synthetic, and "
+                f"--eval-archs all only on nb201")
     return dataclasses.replace(Flags(), **{**PRESETS[space][preset], **args})
 
 def main(argv=None):
-    """Parse the flags and run --mode on --space; a user's mistake ends in one line, never a traceback."""
+    """Parse the flags and run --mode on --space. A user's mistake, or a file, folder or device that cannot be read or
+    written, ends in one line; a bug shows its traceback."""
     cfg = parse_args(argv)
     modes = {"nb201": dict(train=lambda: train_nb201(cfg, PROXIES[cfg.teacher]), proxies=lambda: proxy_table(cfg),
                            search=lambda: run_search(cfg), summarize=lambda: summarize(cfg), bench=lambda: bench(cfg)),
-             "resnet48": dict(train=lambda: train_resnet48(cfg, PROXIES[cfg.teacher]), rank=lambda: rank_main(cfg))}[cfg.space]
+             "resnet48": dict(train=lambda: train_resnet48(cfg, PROXIES[cfg.teacher]), rank=lambda: rank_main(cfg))}
     try:
-        if cfg.mode not in modes:
-            raise UserError(f"--mode {cfg.mode} is not for --space {cfg.space}; it takes {', '.join(modes)}")
-        return modes[cfg.mode]()
+        if cfg.mode not in modes[cfg.space]:
+            raise UserError(f"--mode {cfg.mode} is not for --space {cfg.space}; it takes {', '.join(modes[cfg.space])}")
+        return modes[cfg.space][cfg.mode]()
     except UserError as e:
         sys.exit(f"rdnas: error: {e}")
+    except OSError as e:                                     # a file or folder of the user's, or the disk
+        reason = e.strerror or (str(e).strip() or type(e).__name__).splitlines()[-1]
+        sys.exit(f"rdnas: error: {e.filename + ': ' if e.filename else ''}{reason}")
+    except (MemoryError, RuntimeError) as e:
+        if not isinstance(e, (MemoryError, torch.cuda.OutOfMemoryError)) and "can't allocate memory" not in str(e):
+            raise
+        sys.exit(f"rdnas: error: out of memory ({type(e).__name__}): lower --C, --resolution or --batch-size")
     except KeyboardInterrupt:
-        sys.exit("rdnas: interrupted; the same command with --resume continues the run")
+        sys.exit("rdnas: interrupted" + ("; the same command with --resume continues the run" if cfg.mode == "train"
+                                         else ""))
 
 if __name__ == "__main__":
     main()

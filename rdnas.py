@@ -329,12 +329,6 @@ def margin_ranking_loss(ce_i, ce_j, s_i, s_j, m=0.0):
     loss = torch.clamp_min(m - y * (ce_i - ce_j), 0.0)                         # Eq. 3
     return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
 
-def one_sided_ranking_loss(ce_1, ce_2, s_1, s_2, m=0.0):
-    """--rd-detach, the authors' rank loss: Eq. 3 with the first subnet's CE detached (the gradient always flows
-    through the second) and a tie counted as the first preferred: s_1 < s_2 pulls L_ce(a_2) down to L_ce(a_1) - m."""
-    y = 1.0 if s_2 > s_1 else -1.0
-    return torch.clamp_min(m - y * (ce_1.detach() - ce_2), 0.0)
-
 def rd_lambda(epoch, epochs, schedule="sin"):
     """lambda(t), the weight of Eq. 3 (the paper gives none; this is the authors' code): 2 sin(pi * 0.8 * t / T) is 0
     at the start, 2 at t = 0.625 T and 1.18 at the end; or a constant 1."""
@@ -376,13 +370,13 @@ def sandwich_step(net, x, y, largest, smallest, sample_arch, n_random=2):
         F.kl_div(net(x, arch).log_softmax(1), soft, reduction="batchmean").backward()
     return dict(loss=loss, correct=correct), archs
 
-def rd_step(net, x, y, sampler, teacher, lam, m=0.0, detach=False):
+def rd_step(net, x, y, sampler, teacher, lam, m=0.0):
     """RD-NAS (Sec. 2.2): a pair from the margin subnet sampler, both CE losses and Eq. 3 in the teacher's order:
     L = L_ce(a_i) + L_ce(a_j) + lambda(t) * L_rd(a_i, a_j) (the paper gives no total; the sum is the authors' code)."""
     a_i, a_j = sampler()
     out_i, out_j = net(x, [a_i, a_j])                        # (B, classes) each, in one call (one DDP forward)
     ce_i, ce_j = F.cross_entropy(out_i, y), F.cross_entropy(out_j, y)
-    rank = (one_sided_ranking_loss if detach else margin_ranking_loss)(ce_i, ce_j, teacher(a_i), teacher(a_j), m)
+    rank = margin_ranking_loss(ce_i, ce_j, teacher(a_i), teacher(a_j), m)
     (ce_i + ce_j + lam * rank).backward()
     stats = dict(loss=(ce_i.item() + ce_j.item()) / 2, correct=(out_i.argmax(1) == y).sum().item(), rank=rank.item())
     return stats, [a_i, a_j]
@@ -515,7 +509,6 @@ class Config:
     mu: float = arg(-1.0, "margin sampler threshold mu; -1: 6.7 for group (Sec. 3.2), 4.5 for hamming")
     margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
     rd_schedule: str = arg("sin", "lambda(t) of Eq. 3: sin = 2 sin(pi*0.8*t/T) (the authors' code) | constant (1)")
-    rd_detach: bool = arg(False, "the authors' one-sided rank loss: gradient only through a pair's second subnet")
     proxy_batch: int = arg(64)                              # images the data-dependent proxies see
     eval_archs: str = arg("200", "number of subnets to rank (Sec. 3.2: 200), or 'all'")
     eval_every: int = arg(0, "rank the subnets every K epochs too (0 = only at the end)")
@@ -558,7 +551,7 @@ def method_step(cfg, space, rng, x, y, lam):
     steps = {"spos": lambda: spos_step(net, x, y, space.sample_arch),
              "fairnas": lambda: fairnas_step(net, x, y, net.ops, rng),
              "sandwich": lambda: sandwich_step(net, x, y, space.largest, space.smallest, space.sample_arch),
-             "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin, cfg.rd_detach)}
+             "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin)}
     return steps[cfg.method]()
 
 def train(cfg, space, run, opt, stage="train", first_epoch=0):
@@ -961,12 +954,6 @@ def resnet48_loader(cfg, dataset, batch_size, seed=None, rank=0, world=1):
                       generator=None if seed is None else torch.Generator().manual_seed(seed), num_workers=workers,
                       drop_last=seed is not None, pin_memory=torch.cuda.is_available())
 
-def resnet48_table(cfg):
-    """--benchmark as {code: accuracy}, a CSV arch,accuracy of 52-digit codes (none is public for Track 1), or None."""
-    return None if cfg.benchmark in ("", "none") else load_benchmark(cfg.benchmark, key=lambda s: encode_resnet48_code(
-        decode_resnet48_code(s)))
-
-
 def train_resnet48(cfg, proxy=flops):
     """The two stages of Sec. 3.1, each one call of Part I's train(): SPOS pre-training (--pretrain-epochs at
     pretrain_lr, skipped with --init), then --epochs of --method. Under torchrun every rank runs this: DDP averages
@@ -978,11 +965,8 @@ def train_resnet48(cfg, proxy=flops):
     if cfg.batch_size // world < 2:
         raise UserError(f"--batch-size {cfg.batch_size} gives a process fewer than 2 images: BatchNorm needs 2")
     run = open_run(cfg, is_main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
-    table = resnet48_table(cfg)
     eval_rng = random.Random(cfg.eval_seed)
     archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
-    for arch in archs if table else []:                       # an arch the --benchmark lacks: fail before work
-        lookup(table, arch, encode_resnet48_code)
     seed_everything(cfg.seed)                                 # identical initial weights on every rank
     train_set, valid_set, classes = resnet48_datasets(cfg)
     base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
@@ -1012,18 +996,11 @@ def train_resnet48(cfg, proxy=flops):
         log_json(run, dict(event="config", config=run.config, world_size=world))
     valid_loader = resnet48_loader(cfg, valid_set, cfg.eval_batch_size)
     recal = lambda: resnet48_loader(cfg, train_set, cfg.eval_batch_size, cfg.eval_seed)
-    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, table, encode_resnet48_code)
+    space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, key=encode_resnet48_code)
     space.ranking_seconds = lambda: ranking_seconds(net, archs, valid_loader)
     train(pretrain, dataclasses.replace(space, evaluate=None), run, opt, stage="pretrain")
     train(cfg, space, run, opt, stage="train", first_epoch=pretrain.epochs)
-    # every rank reports a checksum of its weights: DDP keeps them identical (NCCL gathers GPU tensors only)
-    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in net.parameters()))], dtype=torch.float64,
-                            device=device)
-    checksums = [checksum.clone() for _ in range(world)]
-    if world > 1:
-        dist.all_gather(checksums, checksum)
-    result = dict(config=run.config, world_size=world, final=run.history[-1] if run.history else None,  # rank 0's
-                  rank_weight_checksums=[float(c) for c in checksums])
+    result = dict(config=run.config, world_size=world, final=run.history[-1] if run.history else None)   # rank 0's
     if run.is_main:
         save(os.path.join(run.out, "results.json"), result)
     if world > 1:
@@ -1053,13 +1030,10 @@ def rank_main(cfg):
     print(f"ranking {len(codes)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
     recal = lambda: resnet48_loader(mcfg, train_set, mcfg.eval_batch_size, cfg.eval_seed)
     record = evaluate_ranking(net, [a for _, a in codes], resnet48_loader(mcfg, valid_set, mcfg.eval_batch_size), cfg,
-                              recal, resnet48_table(cfg), key=encode_resnet48_code)
+                              recal, key=encode_resnet48_code)
     for (key, _), acc in zip(codes, record["supernet_acc"]):
         entries[key]["acc"] = acc
     save(path, entries)
-    if "metrics" in record:
-        metrics = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record["metrics"].items())
-        print(f"ranking against {cfg.benchmark}: {metrics}")
     print(f"wrote {path}")
     return path
 
@@ -1442,15 +1416,6 @@ def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2,
             visit(sample_nb201(rng, ops))
     return max(seen, key=seen.get), list(seen.items())
 
-def random_search(score, ops, budget, rng=None):
-    """Random search: score `budget` distinct uniformly drawn archs, keep the best."""
-    rng, seen = rng or random.Random(0), {}
-    while len(seen) < min(budget, len(ops) ** len(EDGES)):
-        arch = sample_nb201(rng, ops)
-        if arch not in seen:
-            seen[arch] = score(arch)
-    return max(seen, key=seen.get), list(seen.items())
-
 # Table 3's columns in the shipped table; CIFAR-10 test is the net trained on all 50k images (NATS-Bench, the "94.37")
 TABLE3_COLUMNS = {"cifar10/valid": "cifar10-valid_valid", "cifar10/test": "cifar10_test",
                   "cifar100/valid": "cifar100_valid", "cifar100/test": "cifar100_test",
@@ -1468,7 +1433,7 @@ def format_table3(groups):
 def run_search(cfg):
     """--mode search (Table 3): the best arch by the supernet of --out or by a proxy, looked up in the shipped table."""
     out, device, model_cfg = run_folder(cfg), get_device(cfg.device), cfg
-    path = fresh_path(out, f"search_{cfg.search}_{cfg.search_by}.json")
+    path = fresh_path(out, f"search_evolution_{cfg.search_by}.json")
     if cfg.search_by == "supernet":
         ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"), space="nb201")
         model_cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in (
@@ -1494,16 +1459,13 @@ def run_search(cfg):
             print(f"search {len(seen)}/{cfg.budget}: best so far {max(seen):.4g}", flush=True)
         return seen[-1]
     rng = random.Random(cfg.seed)
-    if cfg.search == "evolution":
-        best, trace = evolution_search(scored, ops, cfg.budget, cfg.population, cfg.topk, 0.2, rng)
-    else:
-        best, trace = random_search(scored, ops, cfg.budget, rng)
+    best, trace = evolution_search(scored, ops, cfg.budget, cfg.population, cfg.topk, 0.2, rng)
     tables = {c: load_benchmark(os.path.join(BENCHMARKS, "nb201.csv.gz"), col) for c, col in TABLE3_COLUMNS.items()}
     row = {c: tables[c][arch_to_str(best)] for c in TABLE3_COLUMNS}
     save(path, dict(config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(model_cfg), best=arch_to_str(best),
                     best_score=dict(trace)[best], seconds=time.time() - t, table3=row,
                     trace=[(arch_to_str(a), s) for a, s in trace]))
-    print(f"best arch ({cfg.search} search by {cfg.search_by}, {len(trace)} archs scored): {arch_to_str(best)}")
+    print(f"best arch (evolution search by {cfg.search_by}, {len(trace)} archs scored): {arch_to_str(best)}")
     optimal = {c: max(t.values()) for c, t in tables.items()}
     print(format_table3([(f"found ({cfg.search_by})", [row]), ("optimal", [optimal])]))
     return row
@@ -1557,7 +1519,7 @@ def read_results(folders):
             elif name.startswith("search_"):
                 s = read_json(path)
                 by = s["config"]["search_by"]
-                label = (run_label(s["model_config"]) if by == "supernet" else by) + f" ({s['config']['search']})"
+                label = (run_label(s["model_config"]) if by == "supernet" else by) + " (evolution)"
                 searches.setdefault(label, []).append(dict(s["table3"]))
         except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             raise UserError(f"{path}: not a result of rdnas ({type(e).__name__}: {e})") from None
@@ -1606,14 +1568,6 @@ def summarize(cfg):
     return summary
 
 # ---- Speed: the README's figures as ratios of two timings taken in one run (--mode bench) ----
-def extract_nb201(supernet, arch):
-    """The stand-alone NB201Net of `arch` holding the supernet's weights (BN without affine parameters -> 1, 0)."""
-    net = NB201Net(arch, supernet.C, supernet.N, supernet.num_classes).to(supernet.classifier.weight.device)
-    own = supernet.state_dict()
-    net.load_state_dict({k: own[k] if k in own else torch.ones_like(v) if k.endswith("weight") else torch.zeros_like(v)
-                         for k, v in net.state_dict().items()})
-    return net
-
 def bench(cfg):
     """--mode bench: supernet path / stand-alone step, RD step / SPOS step, each proxy / one forward+backward, seconds
     per ranked subnet, channels_last / default step, all on random images at the paper's size (C=16, N=5, batch 64)."""
@@ -1635,7 +1589,7 @@ def bench(cfg):
     archs = [sample_nb201(rng, OPS[1:]) for _ in range(10)]
     supernet = NB201Supernet(16, 5).to(device)
     fig["supernet path / stand-alone NB201Net, one SGD step (median of 10 archs)"] = np.median(
-        [seconds(sgd_step(supernet, x, y, a)) / seconds(sgd_step(extract_nb201(supernet, a), x, y)) for a in archs])
+        [seconds(sgd_step(supernet, x, y, a)) / seconds(sgd_step(NB201Net(a).to(device), x, y)) for a in archs])
     sampler = MarginSubnetSampler(sample_nb201, group_distance, 6.7, random.Random(0))
     teacher = Teacher(lambda a: arch_cost(a)[0])
     rd = lambda: rd_step(supernet, x, y, sampler, teacher, 1.0)              # gradients accumulate: timing only
@@ -1670,7 +1624,6 @@ class Flags(ResNet48Config):
                              "| rank")
     preset: str = arg("paper", "defaults for --space (PRESETS): paper | cpu | tiny")
     proxies: str = arg(",".join(PROXIES), "--mode proxies: the proxies to score, comma-separated")
-    search: str = arg("evolution", "--mode search: evolution (SPOS) | random")
     search_by: str = arg("supernet", "--mode search: the supernet of --out, or a proxy (zero-shot search)")
     budget: int = arg(1000, "--mode search: archs scored")
     population: int = arg(50)
@@ -1692,13 +1645,12 @@ PRESETS = {"nb201": {
 CHOICES = dict(space=tuple(PRESETS), mode=("train", "proxies", "search", "summarize", "bench", "rank"),
                preset=("paper", "cpu", "tiny"), ops=tuple(OP_SETS), dataset=("cifar10", "synthetic", "imagenet"),
                method=("spos", "fairnas", "sandwich", "rd"), sampler=tuple(DISTANCES), teacher=tuple(PROXIES),
-               rd_schedule=("sin", "constant"), bn=("train", "recal"), search=("evolution", "random"),
-               search_by=("supernet",) + tuple(PROXIES))
+               rd_schedule=("sin", "constant"), bn=("train", "recal"), search_by=("supernet",) + tuple(PROXIES))
 # flags that only one mode or space reads: given elsewhere, they are refused rather than ignored
-ONLY = dict(proxies="--mode proxies", search="--mode search", search_by="--mode search", budget="--mode search",
+ONLY = dict(proxies="--mode proxies", search_by="--mode search", budget="--mode search",
             runs="--mode summarize", plot="--mode summarize", archs="--mode rank", init="--space resnet48",
             base_width="--space resnet48", pretrain_epochs="--space resnet48", ops="--space nb201",
-            C="--space nb201", N="--space nb201")
+            C="--space nb201", N="--space nb201", benchmark="--space nb201")
 
 def number(low=0, high=math.inf, step=1, kind=int):
     """An argparse type: a finite `kind` number in [low, high], for ints a multiple of `step`."""
@@ -1743,10 +1695,11 @@ def parse_args(argv=None):
     for name in set(ONLY) & set(args):
         if ONLY[name] not in where:
             p.error(f"--{name.replace('_', '-')} is for {ONLY[name]}")
-    if (space == "resnet48" and args.get("eval_archs") == "all") or \
-            args.get("dataset") == {"nb201": "imagenet", "resnet48": "cifar10"}[space]:
-        p.error(f"--space {space} takes --dataset {'cifar10' if space == 'nb201' else 'imagenet'} or synthetic, and "
-                f"--eval-archs all only on nb201")
+    takes = {"nb201": ("cifar10", "synthetic"), "resnet48": ("imagenet", "synthetic")}[space]
+    if args.get("dataset", takes[0]) not in takes:
+        p.error(f"--dataset {args['dataset']} is not for --space {space}: it takes {' or '.join(takes)}")
+    if space == "resnet48" and args.get("eval_archs") == "all":
+        p.error("--eval-archs all is for --space nb201")
     return dataclasses.replace(Flags(), **{**PRESETS[space][preset], **args})
 
 def main(argv=None):

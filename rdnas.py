@@ -93,7 +93,7 @@ class ResNetBasicBlock(nn.Module):
         return self.downsample(x) + out if self.residual else out
 
 class NB201Cell(nn.Module):
-    """A cell whose edge k holds the ops `choices[k]`: one op each (a stand-alone net), or all of them (the supernet)."""
+    """A cell whose edge k holds the ops `choices[k]`: one op each (a stand-alone net), or all (the supernet)."""
     def __init__(self, C, choices, affine=True):
         super().__init__()
         self.edges = nn.ModuleList(nn.ModuleDict({op: make_op(op, C, affine) for op in ops}) for ops in choices)
@@ -187,7 +187,7 @@ def load_dataset(cfg):
     return dict(train=(norm(xtr), ytr), valid=(norm(xva), yva), split=split)
 
 class Loader:
-    """Batches of in-memory images: with a seeded `generator` shuffled (the last partial batch dropped), else in order."""
+    """Batches of in-memory images: with a seeded `generator` shuffled (the last partial batch dropped), or in order."""
     def __init__(self, x, y, batch_size, augment=False, generator=None, layout=torch.contiguous_format):
         self.x, self.y, self.batch_size, self.augment = x, y, batch_size, augment
         self.generator, self.layout = generator, layout
@@ -216,7 +216,7 @@ class Loader:
 # k + l <= 6), and Eq. 3 adds 0 on the pairs it ties: 5.5% of Group-sampled pairs, 7.5% of Hamming-sampled and 8.5%
 # of random ones (100,000 pairs each, README).
 def count_cost(net, input_shape):
-    """(MFLOPs, Mparams) of a network for one image: multiply-adds of its conv and linear layers (NB201's convention)."""
+    """(MFLOPs, Mparams) of a net for one image: multiply-adds of its conv and linear layers (NB201's convention)."""
     net, macs = copy.deepcopy(net).eval(), []
     def hook(m, inp, out):
         if isinstance(m, nn.Conv2d):
@@ -298,7 +298,7 @@ MU = {"group": 6.7, "hamming": 4.5}      # threshold mu: 6.7 for Group (Sec. 3.2
 
 class MarginSubnetSampler:
     """MSS, Sec. 2.2.2: draw n random pairs, keep {(a_i, a_j) | f(a_i, a_j) > mu} (the paper's prose says "less than"),
-    train on one kept pair; after `max_tries` rounds the farthest pair seen (`fallbacks`). distance=None: random pairs."""
+    train on one kept pair; after `max_tries` rounds the farthest pair seen (`fallbacks`); no distance: random pairs."""
     def __init__(self, sample_arch, distance=None, mu=0.0, rng=None, n=10, max_tries=10):
         self.sample_arch, self.distance, self.mu, self.n, self.max_tries = sample_arch, distance, mu, n, max_tries
         self.rng = rng or random.Random(0)                      # draws the archs and picks the kept pair
@@ -322,7 +322,7 @@ class MarginSubnetSampler:
 # P(pi^z_i - pi^z_j > 0) stands in for it. Eq. 3 turns that order into a hinge on the two subnets' cross-entropies.
 def margin_ranking_loss(ce_i, ce_j, s_i, s_j, m=0.0):
     """Eq. 3 with each pair ordered by the teacher's scores (larger = better): y = sign(s_j - s_i) and
-    L_rd = max[0, m - y (L_ce(a_i) - L_ce(a_j))]. A tie adds 0 (torch's MarginRankingLoss charges m). Mean over pairs."""
+    L_rd = max[0, m - y (L_ce(a_i) - L_ce(a_j))]. A tie adds 0 (torch's MarginRankingLoss charges m). Mean of pairs."""
     ce_i, ce_j = torch.as_tensor(ce_i), torch.as_tensor(ce_j)
     s_i, s_j = torch.as_tensor(s_i, dtype=ce_i.dtype), torch.as_tensor(s_j, dtype=ce_i.dtype)
     y = torch.sign(s_j - s_i).to(ce_i.device)
@@ -624,7 +624,7 @@ class Progress:
         if step == 0:
             self.sums, self.lr, self.epoch_start, self.tick = Counter(), lr, time.time(), time.time()
         if not all(map(math.isfinite, stats.values())):
-            kept = f"the checkpoint of epoch {self.run.epoch} is kept" if self.run.epoch else "no checkpoint was written"
+            kept = f"the checkpoint of epoch {self.run.epoch} is kept" if self.run.epoch else "no checkpoint written"
             raise UserError(f"training diverged at {self.stage} epoch {epoch + 1}, step {step + 1}: loss "
                             f"{stats['loss']}; lower --lr ({kept})")
         self.sums.update(stats, n=n)
@@ -972,7 +972,7 @@ def train_resnet48(cfg, proxy=flops):
     base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
     net = ResNet48Supernet(classes, base).to(device)
     if cfg.init:
-        load_weights(net, load_checkpoint(cfg.init, space="resnet48"), cfg.init)
+        load_checkpoint(cfg.init, "resnet48", net)
     # a subnet leaves the deeper blocks unused, hence find_unused_parameters
     model = net if world == 1 else DistributedDataParallel(
         net, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
@@ -1021,12 +1021,12 @@ def rank_main(cfg):
         raise UserError(f"--archs {cfg.archs!r} is not the competition's JSON {{\"arch1\": {{\"acc\": 0.0, \"arch\": "
                         f"\"1...\"}}, ...}} ({codes or 'no archs'})")
     ckpt_path = os.path.join(run_folder(cfg), "ckpt.pt")
-    ckpt = load_checkpoint(ckpt_path, space="resnet48")
+    ckpt = load_checkpoint(ckpt_path, "resnet48")
     mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
                                                                       "train_subset", "valid_subset")})
     train_set, valid_set, classes = resnet48_datasets(mcfg)
     net = ResNet48Supernet(classes, tuple(mcfg.base_width * k for k in (1, 2, 4, 8))).to(get_device(cfg.device))
-    load_weights(net, ckpt, ckpt_path)
+    load_checkpoint(ckpt_path, "resnet48", net)
     print(f"ranking {len(codes)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
     recal = lambda: resnet48_loader(mcfg, train_set, mcfg.eval_batch_size, cfg.eval_seed)
     record = evaluate_ranking(net, [a for _, a in codes], resnet48_loader(mcfg, valid_set, mcfg.eval_batch_size), cfg,
@@ -1045,23 +1045,23 @@ def rank_main(cfg):
 # =====================================================================================================
 
 # ---- Plumbing: run folder, checkpoint, resume, input files. A first reading can skip this section ----
-# The rules: one run a folder (its log.jsonl is created exclusively); every file is written to a temporary file of its
-# own and renamed into place; a result is never overwritten; --resume continues a killed run exactly, never a
-# finished one; a damaged or foreign input file ends in one line that names it.
+# The rules: one run a folder (a fresh run creates its log.jsonl exclusively); a file is written to a temporary file of
+# its own, then renamed; no result is overwritten; --resume continues a killed run exactly, never a finished one; a
+# damaged or foreign input file ends in one line that names it.
 class UserError(Exception):            # a mistake in the user's input: main() prints it as one line, not a traceback
     pass
 
 class CifarUnpickler(pickle.Unpickler):
-    """A CIFAR-10 batch is a pickle, which can run code: only the numpy arrays such a batch holds are let through."""
+    """A CIFAR-10 batch is a pickle, which can run code: only the numpy arrays a batch holds are let through."""
     def find_class(self, module, name):
-        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and \
-                name in ("_reconstruct", "ndarray", "dtype"):
+        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray") and name in ("_reconstruct",
+                                                                                              "ndarray", "dtype"):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
 
 def read_cifar_batches(folder):
-    """The five training batches of `folder` -> (uint8 images, labels, positions in the original 50,000); a damaged
-    batch, or one that holds another's images, is refused in one line."""
+    """The five training batches -> (uint8 images, labels, positions in the original 50,000); a damaged batch, or one
+    holding another's images, is refused in one line."""
     xs, ys, ps, seen = [], [], [], {}
     for k in range(1, 6):
         path = os.path.join(folder, f"data_batch_{k}")
@@ -1074,8 +1074,7 @@ def read_cifar_batches(folder):
             name, digest = d.get(b"batch_label", b""), hash(x.tobytes())
             problems = [(not len(x) == len(y) == len(pos), "rows, labels and indices differ in number"),
                         (not np.isin(y, range(10)).all(), "a label is outside 0..9"),
-                        (len(np.unique(pos[(pos >= 0) & (pos < 10000)])) < len(pos),
-                         "an index repeats or is outside 0..9999"),
+                        (len(np.unique(pos[(pos >= 0) & (pos < 10000)])) < len(pos), "an index repeats or is outside"),
                         (bool(name) and f"batch {k} of".encode() not in name, f"it is labelled {name!r}"),
                         (digest in seen, f"it holds the images of data_batch_{seen.get(digest)}")]
         except Exception as e:
@@ -1100,14 +1099,13 @@ def download_cifar10(root):
 def load_benchmark(path, column="accuracy", key=lambda s: arch_to_str(str_to_arch(s))):
     """A ground-truth CSV, gzipped or not -> {key(arch): accuracy}: `column` of the shipped NB201 table
     (benchmarks/nb201.csv.gz), or a plain `arch,accuracy` table. A bad row is an error that names its line."""
-    if not os.path.isfile(path):
-        raise UserError(f"benchmark file {path!r} not found; expected a CSV with columns arch,accuracy")
     try:
         with (gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")) as f:
             reader = csv.DictReader(f)
             fields, rows = reader.fieldnames or [], list(reader)
     except (OSError, UnicodeDecodeError, csv.Error, EOFError) as e:
-        raise UserError(f"{path}: not a readable CSV text file ({type(e).__name__}: {e})") from None
+        raise UserError(f"benchmark {path!r}: " + ("not found" if isinstance(e, FileNotFoundError) else
+                        f"not a readable CSV text file ({type(e).__name__}: {e})")) from None
     column = column if column in fields else "accuracy"
     if not {"arch", column} <= set(fields):
         raise UserError(f"{path}: expected the columns arch,accuracy, found {fields}")
@@ -1117,10 +1115,9 @@ def load_benchmark(path, column="accuracy", key=lambda s: arch_to_str(str_to_arc
             arch, acc = key(row["arch"]), float(row[column])
         except (ValueError, TypeError) as e:
             raise UserError(f"{path}:{line}: {e}") from None
-        if arch in table:
-            raise UserError(f"{path}:{line}: {arch} is listed twice (first on line {lines[arch]})")
-        if not math.isfinite(acc):
-            raise UserError(f"{path}:{line}: accuracy {row[column]!r} of {arch} is not a finite number")
+        if arch in table or not math.isfinite(acc):
+            raise UserError(f"{path}:{line}: " + (f"{arch} is listed twice (first on line {lines[arch]})" if arch in
+                                                  table else f"accuracy {row[column]!r} of {arch} is not finite"))
         table[arch], lines[arch] = acc, line
     return table
 
@@ -1130,7 +1127,7 @@ def lookup(table, arch, key=arch_to_str):
     return table[key(arch)]
 
 def read_json(path):
-    """A JSON file whose objects name each key once (json itself keeps the last of two silently)."""
+    """A JSON file whose objects name each key once (json itself keeps the last of two)."""
     def once(pairs):
         twice = [k for k, n in Counter(k for k, _ in pairs).items() if n > 1]
         if twice:
@@ -1163,40 +1160,35 @@ def fresh_path(out, name):
     return os.path.join(out, name)
 
 def open_run(cfg, is_main=True, world=1):
-    """The run of --out. A fresh run claims the folder by creating its log.jsonl (exclusive creation: the second of two
-    runs started together is refused); --resume continues a run, but never one that is finished (results.json)."""
+    """The run of --out: a fresh run claims the folder by creating its log.jsonl (exclusive creation, so the second of
+    two runs started together is refused); --resume continues a run, never a finished one (results.json)."""
     run = Run(run_folder(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
-    if not is_main:                                          # rank 0 claims and checks
-        return run
-    os.makedirs(run.out, exist_ok=True)
     log = os.path.join(run.out, "log.jsonl")
-    if os.path.exists(os.path.join(run.out, "results.json")):
+    if is_main and os.path.exists(os.path.join(run.out, "results.json")):
         raise UserError(f"{run.out} holds a finished run (results.json exists); choose another --out")
-    if not cfg.resume:
-        fresh_path(run.out, "ckpt.pt")
-    try:
-        if not (cfg.resume and os.path.exists(log)):
+    if is_main and not cfg.resume:
+        fresh_path(run.out, "ckpt.pt")                       # a checkpoint alone holds a run too
+    if is_main and not (cfg.resume and os.path.exists(log)):
+        os.makedirs(run.out, exist_ok=True)
+        try:
             open(log, "x").close()
-    except FileExistsError:
-        raise UserError(f"{log} exists: the folder holds a run (--resume continues it), or one is starting") from None
+        except FileExistsError:
+            raise UserError(f"{log} exists: the folder holds a run (--resume continues it) or one starting") from None
     return run
 
 def save(path, obj):
     """JSON, or torch.save for *.pt, to a temporary file of this writer's own in the same folder, then renamed: a kill
-    leaves the old file or the new one, and a failed write (a full disk) leaves neither a .tmp nor a torn file."""
+    leaves the old file or the new one, a failed write (a full disk) neither a torn file nor a .tmp."""
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path) or ".")
     try:
         with os.fdopen(fd, "wb" if path.endswith(".pt") else "w") as f:
-            if path.endswith(".pt"):
-                torch.save(obj, f)
-            else:
-                json.dump(obj, f, indent=1)
+            torch.save(obj, f) if path.endswith(".pt") else json.dump(obj, f, indent=1)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException as e:
         os.remove(tmp)
-        if isinstance(e, RuntimeError):                      # torch.save's writer reports a failed write so
-            raise OSError(f"could not write {path}: {(str(e).strip() or type(e).__name__).splitlines()[0]}") from None
+        if isinstance(e, RuntimeError):                      # how torch.save's writer reports a failed write
+            raise OSError(f"could not write {path} ({str(e).strip()[:200]})") from None
         raise
 
 def log_json(run, record):
@@ -1214,40 +1206,36 @@ def save_checkpoint(run, net, opt, space):
             fallbacks=space.sampler.fallbacks if space.sampler else 0, python_rng=run.rng.getstate(),
             torch_rng=torch.get_rng_state(), data_rng=run.gen.get_state() if run.gen else None))
 
-CHECKPOINT_KEYS = {"model", "optimizer", "config", "epoch", "history", "world", "teacher", "fallbacks", "python_rng",
-                   "torch_rng", "data_rng"}
-
-def load_checkpoint(path, cfg=None, space=None, free=("resume", "out", "device", "data", "eval_every", "mode", "archs")):
-    """A checkpoint of rdnas as plain tensors and containers (weights_only: a planted object is refused, never run),
-    with finite weights and teacher scores, of --space `space`; with `cfg`, every setting but the `free` ones must be
-    the checkpoint's. Another program's, an older version's or a damaged checkpoint is refused in one line."""
+def load_checkpoint(path, space, net=None, cfg=None, free=("resume", "out", "device", "data", "eval_every")):
+    """An rdnas checkpoint of --space `space` as plain tensors and containers (weights_only: a planted object is
+    refused, never run), with finite weights and teacher scores; its weights go into `net`. With `cfg`, every setting
+    but the `free` ones must be the checkpoint's. Another program's, another version's or a damaged one: one line."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise UserError(f"checkpoint {path!r}: " + ("not found" if isinstance(e, FileNotFoundError) else
                         f"refused ({type(e).__name__}): not tensors and containers only, or damaged")) from None
-    if not (isinstance(ckpt, dict) and CHECKPOINT_KEYS <= set(ckpt) and isinstance(ckpt["config"], dict)
-            and isinstance(ckpt["model"], dict) and isinstance(ckpt["teacher"], dict)):
-        raise UserError(f"checkpoint {path!r} is not an rdnas checkpoint of this version (another program's, an older "
-                        f"version's, or damaged)")
-    if space and ckpt["config"].get("space") != space:
-        raise UserError(f"checkpoint {path!r} holds a supernet of --space {ckpt['config'].get('space')}, not {space}")
-    if not all(torch.isfinite(v).all() for v in ckpt["model"].values() if torch.is_tensor(v) and v.is_floating_point()):
-        raise UserError(f"checkpoint {path!r}: its weights are not all finite (a diverged or damaged run)")
-    if not all(isinstance(s, (int, float)) and not math.isnan(s) for s in ckpt["teacher"].values()):
-        raise UserError(f"checkpoint {path!r}: its teacher scores are not all numbers")
-    diff = [f"{k}={ckpt['config'].get(k)!r} (now {v!r})" for k, v in (dataclasses.asdict(cfg) if cfg else {}).items()
-            if k not in free and ckpt["config"].get(k) != v]
-    if diff:
-        raise UserError(f"checkpoint {path} was made with another config: {', '.join(diff)}")
-    return ckpt
-
-def load_weights(net, ckpt, path):
+    keys = {"model", "optimizer", "config", "epoch", "history", "world", "teacher", "python_rng", "torch_rng"}
+    if not (isinstance(ckpt, dict) and keys <= set(ckpt) and all(isinstance(ckpt[k], dict) for k in
+                                                                 ("model", "config", "teacher"))):
+        raise UserError(f"checkpoint {path!r} is not an rdnas checkpoint of this version, or damaged")
+    config = ckpt["config"]
+    weights = [v for v in ckpt["model"].values() if torch.is_tensor(v) and v.is_floating_point()]
+    diff = [f"{k}={config.get(k)!r} (now {v!r})" for k, v in (dataclasses.asdict(cfg) if cfg else {}).items()
+            if k not in free and config.get(k) != v]
+    for bad, problem in ((config.get("space") != space, f"it holds a supernet of --space {config.get('space')}"),
+                         (not all(torch.isfinite(v).all() for v in weights), "its weights are not all finite"),
+                         (not all(isinstance(s, (int, float)) and not math.isnan(s) for s in ckpt["teacher"].values()),
+                          "its teacher scores are not all numbers"),
+                         (bool(diff), f"made with another config: {', '.join(diff)}")):
+        if bad:
+            raise UserError(f"checkpoint {path!r}: {problem}")
     try:
-        net.load_state_dict(ckpt["model"])
+        if net is not None:
+            net.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, ValueError) as e:
-        raise UserError(f"checkpoint {path}: its supernet has other shapes or names ({str(e).splitlines()[0]}); "
-                        f"check --C, --N, --base-width and the classes") from None
+        raise UserError(f"checkpoint {path!r}: its supernet has other shapes ({str(e).splitlines()[0]})") from None
+    return ckpt
 
 def resume(cfg, run, net, opt, space):
     """--resume from the checkpoint, if any (a run killed before its first has none); in log.jsonl, the records after
@@ -1255,10 +1243,9 @@ def resume(cfg, run, net, opt, space):
     path = os.path.join(run.out, "ckpt.pt")
     if not os.path.exists(path):
         return False
-    ckpt = load_checkpoint(path, cfg, cfg.space)
+    ckpt = load_checkpoint(path, cfg.space, net, cfg)
     if ckpt["world"] != run.world:
         raise UserError(f"{run.out} was trained by {ckpt['world']} processes; resume it with as many")
-    load_weights(net, ckpt, path)
     try:
         opt.load_state_dict(ckpt["optimizer"])
         run.rng.setstate(ckpt["python_rng"])
@@ -1266,7 +1253,7 @@ def resume(cfg, run, net, opt, space):
         if run.gen:
             run.gen.set_state(ckpt["data_rng"])
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
-        raise UserError(f"checkpoint {path}: damaged optimizer or rng state ({type(e).__name__})") from None
+        raise UserError(f"checkpoint {path!r}: damaged optimizer or rng state ({type(e).__name__})") from None
     run.epoch, run.history = ckpt["epoch"], ckpt["history"]
     if space.teacher is not None:
         space.teacher.update(ckpt["teacher"])
@@ -1276,6 +1263,7 @@ def resume(cfg, run, net, opt, space):
     if run.is_main:
         print(f"resumed {run.out} after epoch {run.epoch}")
     return True
+
 # ---- Zero-cost proxies of Table 2 and Fig. 1 (any of them is also a teacher: --teacher) ----
 def conv_linear_weights(net):
     return [m.weight for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -1435,7 +1423,7 @@ def run_search(cfg):
     out, device, model_cfg = run_folder(cfg), get_device(cfg.device), cfg
     path = fresh_path(out, f"search_evolution_{cfg.search_by}.json")
     if cfg.search_by == "supernet":
-        ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"), space="nb201")
+        ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"), "nb201")
         model_cfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in (
             "ops", "C", "N", "dataset", "resolution", "train_subset", "valid_subset", "batch_size", "channels_last",
             "method", "sampler", "epochs")})
@@ -1443,7 +1431,7 @@ def run_search(cfg):
     layout = torch.channels_last if model_cfg.channels_last else torch.contiguous_format
     if cfg.search_by == "supernet":
         net = NB201Supernet(model_cfg.C, model_cfg.N, 10, ops).to(device, memory_format=layout)
-        load_weights(net, ckpt, os.path.join(out, "ckpt.pt"))
+        load_checkpoint(os.path.join(out, "ckpt.pt"), "nb201", net)
         valid = [(x.to(device), y.to(device)) for x, y in Loader(*data["valid"], cfg.eval_batch_size, layout=layout)]
         recal = lambda: Loader(*data["train"], model_cfg.batch_size, False,
                                torch.Generator().manual_seed(cfg.eval_seed), layout)

@@ -386,8 +386,6 @@ def concordant_pair_ratio(pred, true):
     """CPR, Eq. 2: delta = sum_{i<j} 1[(pi*_i - pi*_j)(pi^z_i - pi^z_j) > 0] / #pairs; ties are not concordant.
     (The authors' function, called on raw accuracies, returned 1.0: Table 2's one-shot rows read 100.0.)"""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
-    if len(pred) < 2:
-        return math.nan
     concordant = sum(int(np.count_nonzero((true[i] - true[i + 1:]) * (pred[i] - pred[i + 1:]) > 0))
                      for i in range(len(pred)))
     return concordant / (len(pred) * (len(pred) - 1) / 2)
@@ -1537,11 +1535,10 @@ def summarize(cfg):
             for p in r["curve"]:
                 curve.setdefault(p["epoch"], []).append(p["metrics"])
     columns = ("tau", "r", "rho", "cpr", "tau_ties", "split_half")
-    cell = lambda rows, k: f"{100 * np.mean([m.get(k, np.nan) for m in rows]):6.2f}+-" \
-                           f"{100 * np.std([m.get(k, np.nan) for m in rows]):5.2f}"
     lines = [f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>16s}" for k in columns)]
     for name, rows in list(proxies.items()) + list(ranking.items()):
-        lines.append(f"{name:18s} {len(rows):4d} " + " ".join(cell(rows, k).rjust(16) for k in columns))
+        values = [100 * np.array([m.get(k, np.nan) for m in rows]) for k in columns]
+        lines.append(f"{name:18s} {len(rows):4d} " + " ".join(f"{v.mean():6.2f}+-{v.std():5.2f}".rjust(16) for v in values))
     if searches:
         lines.append(format_table3(list(searches.items())))
     print("\n".join(lines))

@@ -1162,8 +1162,8 @@ def open_run(cfg, is_main=True, world=1):
     two runs started together is refused); --resume continues a run, never a finished one (results.json)."""
     run = Run(run_folder(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
     log = os.path.join(run.out, "log.jsonl")
-    if is_main and os.path.exists(os.path.join(run.out, "results.json")):
-        raise UserError(f"{run.out} holds a finished run (results.json exists); choose another --out")
+    if os.path.exists(os.path.join(run.out, "results.json")):          # every rank stops, not only the first
+        raise UserError(f"{run.out} holds a finished run (results.json exists): nothing to resume or redo")
     if is_main and not cfg.resume:
         fresh_path(run.out, "ckpt.pt")                       # a checkpoint alone holds a run too
     if is_main and not (cfg.resume and os.path.exists(log)):

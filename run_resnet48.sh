@@ -8,5 +8,7 @@ DATA=${DATA:?set DATA to an ImageNet folder with train/ and val/ (ImageFolder la
 ARCHS=${ARCHS:?set ARCHS to the competition JSON (CVPR_2022_NAS_Track1_test.json)}
 GPUS=${GPUS:-8}
 OUT=${OUT:-runs/resnet48-rd-hamming}
-torchrun --nproc_per_node="$GPUS" rdnas.py --space resnet48 --preset paper --data "$DATA" --out "$OUT" --resume
-python rdnas.py --space resnet48 --preset paper --data "$DATA" --mode rank --archs "$ARCHS" --out "$OUT"
+[ -f "$OUT/results.json" ] || torchrun --nproc_per_node="$GPUS" rdnas.py --space resnet48 --preset paper --data "$DATA" \
+  --out "$OUT" --resume
+[ -f "$OUT/submission.json" ] || python rdnas.py --space resnet48 --preset paper --data "$DATA" --mode rank \
+  --archs "$ARCHS" --out "$OUT"

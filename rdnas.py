@@ -10,7 +10,7 @@ Words a reader meets that the paper does not define:
   the authors' code  PicoNAS at commit a14c0e5 (github.com/pprp/PicoNAS: NB201) and the authors' CVPR 2022 NAS Track 1
                      repository (ResNet48); where the paper is silent we follow it, and say so where we do
   tau_ties           Kendall tau over the ranked pairs that FLOPs ties (the same convolutions in other places): what a
-                     supernet ranks beyond its teacher; a copy of the teacher scores 0 there
+                     supernet ranks beyond its FLOPs teacher; a copy of FLOPs scores 0 there
   split-half tau     tau between the rankings on the two halves of the held-out images: the noise ceiling of a ranking
   no-none            --ops no-none: NB201 without its `none` op (4^6 = 4,096 archs), what the authors' code trained
   fallbacks          margin-sampler calls where no drawn pair passed mu and the farthest pair seen was used instead
@@ -390,11 +390,11 @@ def concordant_pair_ratio(pred, true):
                      for i in range(len(pred)))
     return concordant / (len(pred) * (len(pred) - 1) / 2)
 
-def rank_metrics(pred, true, teacher=None):
-    """Kendall tau (b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and, given the teacher's scores, Kendall tau (b)
-    within the teacher's ties (tau_ties). NaN and -inf rank last; a constant gets 0; fewer than 2 archs: all NaN."""
+def rank_metrics(pred, true, ties=None):
+    """Kendall tau (b), Pearson r, Spearman rho (scipy), CPR (Eq. 2) and, given scores `ties` (FLOPs), Kendall tau (b)
+    within their ties (tau_ties). NaN and -inf rank last; a constant gets 0; fewer than 2 archs: all NaN."""
     from scipy import stats  # imported here so that `import rdnas` stays light
-    names = ("tau", "r", "rho", "cpr") + (() if teacher is None else ("tau_ties",))
+    names = ("tau", "r", "rho", "cpr") + (() if ties is None else ("tau_ties",))
     if len(pred) < 2:
         return dict.fromkeys(names, math.nan)
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
@@ -406,9 +406,9 @@ def rank_metrics(pred, true, teacher=None):
         r = safe(stats.pearsonr(pred, true).statistic) if np.ptp(pred) > 0 and np.ptp(true) > 0 else 0.0
         m = dict(tau=safe(stats.kendalltau(pred, true).statistic), r=r,
                  rho=safe(stats.spearmanr(pred, true).statistic), cpr=concordant_pair_ratio(pred, true))
-        if teacher is not None:      # over the pairs i<j with z_i = z_j (e.g. equal FLOPs)
+        if ties is not None:         # over the pairs i<j with z_i = z_j (equal FLOPs)
             i, j = np.triu_indices(len(pred), 1)
-            tied = np.asarray(teacher)[i] == np.asarray(teacher)[j]
+            tied = np.asarray(ties)[i] == np.asarray(ties)[j]
             dp, dt = np.sign(pred[i] - pred[j])[tied], np.sign(true[i] - true[j])[tied]   # s_ij = sign(dp) sign(dt)
             m["tau_ties"] = safe(np.sum(dp * dt) / np.sqrt(np.count_nonzero(dp) * np.count_nonzero(dt)))
     return m
@@ -442,10 +442,10 @@ def clock(seconds):
     """Seconds as the progress lines' 'XmYYs'."""
     return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
 
-def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, teacher=None):
+def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, ties=None):
     """Rank `archs` by supernet accuracy on the held-out `batches`: tau, r, rho, CPR (and tau within the ties of
-    `teacher`) against {key(arch): accuracy}; the noise ceiling, tau between the rankings on the two halves of
-    `batches`. A progress line about every 10% of the subnets."""
+    `ties`, arch -> FLOPs) against {key(arch): accuracy}; the noise ceiling, tau between the rankings on the two halves
+    of `batches`. A progress line about every 10% of the subnets."""
     gt = None if table is None else [lookup(table, a, key) for a in archs]   # an arch it lacks: fail before work
     accs, hits, t = [], [], time.time()
     for k, arch in enumerate(archs, 1):
@@ -459,8 +459,8 @@ def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, ke
     hits, n = torch.stack(hits), len(hits[0]) // 2                          # (subnets, images)
     record = dict(archs=[key(a) for a in archs], supernet_acc=accs, split_half_images=n,
                   split_half_tau=rank_metrics(hits[:, :n].sum(1), hits[:, n:2 * n].sum(1))["tau"])
-    ties = None if teacher is None else [teacher(a) for a in archs]
-    return record if gt is None else dict(record, gt=gt, metrics=rank_metrics(accs, gt, ties))
+    flops = None if ties is None else [ties(a) for a in archs]
+    return record if gt is None else dict(record, gt=gt, metrics=rank_metrics(accs, gt, flops))
 
 def ranking_seconds(net, archs, batches):
     """The training eta's estimate of one ranking: one subnet's passes over `batches`, in eval mode so that no BN
@@ -552,36 +552,6 @@ def method_step(cfg, space, rng, x, y, lam):
              "rd": lambda: rd_step(net, x, y, space.sampler, space.teacher, lam, cfg.margin)}
     return steps[cfg.method]()
 
-def train(cfg, space, run, opt, stage="train", first_epoch=0):
-    """One-shot supernet training (Sec. 2.2): --epochs epochs of --method, the lr cosine-annealed per step from --lr to
-    --lr-min, gradients clipped at norm 5; after each epoch a checkpoint, then the ranking of Sec. 3.2 when due.
-    Epochs count on from `first_epoch` (Sec. 3.1's two stages); `run` holds what a resumed run has done."""
-    net = getattr(space.model, "module", space.model)       # the supernet itself (space.model may be DDP)
-    device = next(net.parameters()).device
-    progress = Progress(cfg, space, run, stage)
-    for epoch in range(epochs_done(cfg, space, run, opt, first_epoch), cfg.epochs):
-        space.model.train()
-        batches = space.batches(first_epoch + epoch + 1)
-        lam = rd_lambda(epoch, cfg.epochs, cfg.rd_schedule)  # lambda(t), the weight of Eq. 3 this epoch
-        steps = len(batches)
-        if steps == 0:
-            raise UserError(f"no training step: --batch-size {cfg.batch_size} is larger than the training set")
-        for step, (x, y) in enumerate(batches):
-            cosine = math.cos(math.pi * (epoch * steps + step) / (cfg.epochs * steps))   # 1 -> -1 over the run
-            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + cosine)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            stats, _ = method_step(cfg, space, run.rng, x.to(device), y.to(device), lam)
-            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
-            progress.step(stats, len(y), lr, epoch, step, steps)                 # stops a diverged run
-        run.epoch = first_epoch + epoch + 1
-        log_json(run, progress.epoch_record(run.epoch, steps))
-        save_checkpoint(run, net, opt, space)                # first, so that a kill while ranking loses no training
-        if ranking_due(cfg, epoch + 1):
-            rank_and_checkpoint(cfg, space, run, opt)
-
 def ranking_due(cfg, epoch):
     """Sec. 3.2's ranking follows the last epoch (and every --eval-every epochs)."""
     return epoch == cfg.epochs or bool(cfg.eval_every) and epoch > 0 and epoch % cfg.eval_every == 0
@@ -603,9 +573,9 @@ def rank_and_checkpoint(cfg, space, run, opt):
     run.history.append(record)
     save_checkpoint(run, getattr(space.model, "module", space.model), opt, space)
 
-def epochs_done(cfg, space, run, opt, first_epoch):
-    """The epochs of this stage that a resumed run has done; a ranking due there but not logged (killed while
-    ranking, or --epochs 0) is made now."""
+def start_epoch(cfg, space, run, opt, first_epoch):
+    """The epoch of this stage to train next (0, or where a resumed run stopped); a ranking due there but not yet
+    logged (killed while ranking, or --epochs 0) is made first."""
     done = run.epoch - first_epoch
     ranked = bool(run.history) and run.history[-1]["epoch"] == run.epoch
     if 0 <= done <= cfg.epochs and ranking_due(cfg, done) and not ranked:
@@ -617,10 +587,13 @@ class Progress:
     counts the rankings still due, and the stop of a diverged run."""
     def __init__(self, cfg, space, run, stage):
         self.cfg, self.space, self.run, self.stage = cfg, space, run, stage
-        self.images, self.seconds, self.ranking, self.tick = 0, 0.0, None, time.time()
+        self.images, self.seconds, self.ranking = 0, 0.0, None
+    def start(self):                                         # an epoch starts
+        if self.ranking is None:                             # one ranking, estimated once: the eta counts it
+            due = self.space.evaluate and self.space.ranking_seconds and self.run.is_main
+            self.ranking = self.space.ranking_seconds() if due else 0.0
+        self.sums, self.epoch_start, self.tick = Counter(), time.time(), time.time()
     def step(self, stats, n, lr, epoch, step, steps):
-        if step == 0:
-            self.sums, self.lr, self.epoch_start, self.tick = Counter(), lr, time.time(), time.time()
         if not all(map(math.isfinite, stats.values())):
             kept = f"the checkpoint of epoch {self.run.epoch} is kept" if self.run.epoch else "no checkpoint written"
             raise UserError(f"training diverged at {self.stage} epoch {epoch + 1}, step {step + 1}: loss "
@@ -631,28 +604,55 @@ class Progress:
         self.seconds += time.time() - self.tick
         self.tick = time.time()
         if self.run.is_main and ((step + 1) % 50 == 0 or step + 1 == steps):
-            print(self.line(epoch, step, steps), flush=True)
-    def line(self, epoch, step, steps):
-        cfg, space = self.cfg, self.space
-        if self.ranking is None:                             # timed once, before the first line
-            self.ranking = space.ranking_seconds() if space.evaluate and space.ranking_seconds else 0.0
-            self.tick = time.time()
-        rankings = sum(ranking_due(cfg, e) for e in range(epoch + 1, cfg.epochs + 1))
-        left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * self.seconds / self.images
-        return (f"{self.stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss "
-                f"{self.sums['loss'] / (step + 1):.4f} acc {100 * self.sums['correct'] / self.sums['n']:.2f}% "
-                f"lr {self.lr:.5f} {self.images / self.seconds:.0f} img/s eta {clock(left + rankings * self.ranking)}")
+            cfg = self.cfg
+            rankings = sum(ranking_due(cfg, e) for e in range(epoch + 1, cfg.epochs + 1))
+            left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * self.seconds / self.images
+            print(f"{self.stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss "
+                  f"{self.sums['loss'] / (step + 1):.4f} acc {100 * self.sums['correct'] / self.sums['n']:.2f}% lr "
+                  f"{lr:.5f} {self.images / self.seconds:.0f} img/s eta {clock(left + rankings * self.ranking)}",
+                  flush=True)
     def epoch_record(self, epoch, steps):
         sampler = self.space.sampler
         return dict(event="epoch", stage=self.stage, epoch=epoch, loss=self.sums["loss"] / steps, lr=self.lr,
                     acc=100 * self.sums["correct"] / self.sums["n"], rank_loss=self.sums["rank"] / steps,
                     fallbacks=sampler.fallbacks if sampler else 0, seconds=time.time() - self.epoch_start)
 
+def train(cfg, space, run, opt, stage="train", first_epoch=0):
+    """One-shot supernet training (Sec. 2.2): --epochs epochs of --method, the lr cosine-annealed per step from --lr to
+    --lr-min, gradients clipped at norm 5; after each epoch a checkpoint, then the ranking of Sec. 3.2 when due.
+    Epochs count on from `first_epoch` (Sec. 3.1's two stages); `run` holds what a resumed run has done."""
+    net = getattr(space.model, "module", space.model)       # the supernet itself (space.model may be DDP)
+    device = next(net.parameters()).device
+    progress = Progress(cfg, space, run, stage)
+    for epoch in range(start_epoch(cfg, space, run, opt, first_epoch), cfg.epochs):
+        space.model.train()
+        batches = space.batches(first_epoch + epoch + 1)
+        lam = rd_lambda(epoch, cfg.epochs, cfg.rd_schedule)  # lambda(t), the weight of Eq. 3 this epoch
+        steps = len(batches)
+        if steps == 0:
+            raise UserError(f"no training step: --batch-size {cfg.batch_size} is larger than the training set")
+        progress.start()
+        for step, (x, y) in enumerate(batches):
+            cosine = math.cos(math.pi * (epoch * steps + step) / (cfg.epochs * steps))   # 1 -> -1 over the run
+            lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + cosine)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            stats, _ = method_step(cfg, space, run.rng, x.to(device), y.to(device), lam)
+            nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            progress.step(stats, len(y), lr, epoch, step, steps)                 # stops a diverged run
+        run.epoch = first_epoch + epoch + 1
+        log_json(run, progress.epoch_record(run.epoch, steps))
+        save_checkpoint(run, net, opt, space)                # first, so that a kill while ranking loses no training
+        if ranking_due(cfg, epoch + 1):
+            rank_and_checkpoint(cfg, space, run, opt)
+
 # ---- The NAS-Bench-201 run (--mode train): Part I's pieces, wired ----
 def train_nb201(cfg, proxy=flops):
     """One RD-NAS run on NAS-Bench-201: the supernet, its data, the teacher (`proxy`) and the margin sampler with its
     mu, the ranked archs and their ground truth, the training loop, results.json. --method picks the baselines."""
-    run, device = open_run(cfg), get_device(cfg.device)     # the run folder, claimed (Part III)
+    run, device = open_run(cfg), get_device(cfg.device)     # the run folder (plumbing, Part III)
     seed_everything(cfg.seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
@@ -677,15 +677,17 @@ def train_nb201(cfg, proxy=flops):
     path = cfg.benchmark or ("none" if cfg.dataset == "synthetic" else os.path.join(BENCHMARKS, "nb201.csv.gz"))
     table = None if path == "none" else load_benchmark(path, "cifar10-valid_valid")
     archs = sample_eval_archs(net.ops, cfg.eval_archs, cfg.eval_seed, table)
+    if len(archs) < 2:
+        raise UserError(f"{path} holds {len(archs)} of the archs of --ops {cfg.ops}: nothing to rank")
     recal = lambda: Loader(*data["train"], cfg.batch_size, False, torch.Generator().manual_seed(cfg.eval_seed),
                            layout)                            # --bn recal: the same K batches for every subnet
     ties = lambda arch: arch_cost(arch, **net_args)[0]      # tau_ties: within FLOPs' ties, whatever the teacher
-    space.evaluate = lambda: evaluate_ranking(net, archs, valid, cfg, recal, table, teacher=ties)
+    space.evaluate = lambda: evaluate_ranking(net, archs, valid, cfg, recal, table, ties=ties)
     space.ranking_seconds = lambda: ranking_seconds(net, archs, valid)
     if not (cfg.resume and resume(cfg, run, net, opt, space)):
-        log_json(run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
-        print(f"ground truth: {path} ({len(table)} archs)" if table else "no ground truth (--benchmark none): the "
-              "subnets are trained and ranked, but no correlation is computed")
+        claim_folder(cfg, run, dict(event="config", config=run.config, benchmark=path, split=data["split"]))
+        print(f"ground truth: {path} ({len(table)} archs)" if table is not None else "no ground truth (--benchmark "
+              "none): the subnets are trained and ranked, but no correlation is computed")
     method = cfg.method + ("+" + cfg.sampler if cfg.method == "rd" else "")
     print(f"{method} on {cfg.dataset} ({len(data['train'][0])} train / {len(data['valid'][0])} held-out images), "
           f"{len(net.ops) ** 6} archs, device {device}, run {run.out}")
@@ -991,7 +993,7 @@ def train_resnet48(cfg, proxy=flops):
     pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr,
                                    method="spos")
     if not (cfg.resume and resume(cfg, run, net, opt, space)):
-        log_json(run, dict(event="config", config=run.config, world_size=world))
+        claim_folder(cfg, run, dict(event="config", config=run.config, world_size=world))
     valid_loader = resnet48_loader(cfg, valid_set, cfg.eval_batch_size)
     recal = lambda: resnet48_loader(cfg, train_set, cfg.eval_batch_size, cfg.eval_seed)
     space.evaluate = lambda: evaluate_ranking(net, archs, valid_loader, cfg, recal, key=encode_resnet48_code)
@@ -1158,21 +1160,25 @@ def fresh_path(out, name):
     return os.path.join(out, name)
 
 def open_run(cfg, is_main=True, world=1):
-    """The run of --out: a fresh run claims the folder by creating its log.jsonl (exclusive creation, so the second of
-    two runs started together is refused); --resume continues a run, never a finished one (results.json)."""
+    """The run of --out: a folder holding a finished run (results.json) is refused, one holding another run too unless
+    --resume continues it. The run claims the folder once its inputs have loaded (claim_folder)."""
     run = Run(run_folder(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
-    log = os.path.join(run.out, "log.jsonl")
     if os.path.exists(os.path.join(run.out, "results.json")):          # every rank stops, not only the first
         raise UserError(f"{run.out} holds a finished run (results.json exists): nothing to resume or redo")
-    if is_main and not cfg.resume:
-        fresh_path(run.out, "ckpt.pt")                       # a checkpoint alone holds a run too
-    if is_main and not (cfg.resume and os.path.exists(log)):
-        os.makedirs(run.out, exist_ok=True)
+    for name in ("ckpt.pt", "log.jsonl") if is_main and not cfg.resume else ():
+        fresh_path(run.out, name)
+    return run
+
+def claim_folder(cfg, run, record):
+    """The run's first log record. A fresh run claims its folder by creating log.jsonl (exclusive creation: of two runs
+    started together, the second is refused); a run killed before its first checkpoint and resumed appends to it."""
+    log = os.path.join(run.out, "log.jsonl")
+    if run.is_main and not (cfg.resume and os.path.exists(log)):
         try:
             open(log, "x").close()
         except FileExistsError:
             raise UserError(f"{log} exists: the folder holds a run (--resume continues it) or one starting") from None
-    return run
+    log_json(run, record)
 
 def save(path, obj):
     """JSON, or torch.save for *.pt, to a temporary file of this writer's own in the same folder, then renamed: a kill
@@ -1181,7 +1187,9 @@ def save(path, obj):
     try:
         with os.fdopen(fd, "wb" if path.endswith(".pt") else "w") as f:
             torch.save(obj, f) if path.endswith(".pt") else json.dump(obj, f, indent=1)
-        os.chmod(tmp, 0o644)
+        mask = os.umask(0)                                   # mkstemp makes it 0600: the user's umask instead
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException as e:
         os.remove(tmp)
@@ -1213,9 +1221,10 @@ def load_checkpoint(path, space, net=None, cfg=None, free=("resume", "out", "dev
     except Exception as e:
         raise UserError(f"checkpoint {path!r}: " + ("not found" if isinstance(e, FileNotFoundError) else
                         f"refused ({type(e).__name__}): not tensors and containers only, or damaged")) from None
-    keys = {"model", "optimizer", "config", "epoch", "history", "world", "teacher", "python_rng", "torch_rng"}
-    if not (isinstance(ckpt, dict) and keys <= set(ckpt) and all(isinstance(ckpt[k], dict) for k in
-                                                                 ("model", "config", "teacher"))):
+    keys = {"model", "optimizer", "config", "epoch", "history", "world", "teacher", "fallbacks", "python_rng",
+            "torch_rng"}
+    if not (isinstance(ckpt, dict) and keys <= set(ckpt) and all(isinstance(ckpt[k], dict) for k in ("model",
+            "config", "teacher")) and {f.name for f in dataclasses.fields(Config)} <= set(ckpt["config"])):
         raise UserError(f"checkpoint {path!r} is not an rdnas checkpoint of this version, or damaged")
     config = ckpt["config"]
     weights = [v for v in ckpt["model"].values() if torch.is_tensor(v) and v.is_floating_point()]
@@ -1497,8 +1506,10 @@ def read_results(folders):
         name = os.path.basename(path)
         try:
             if name == "results.json":
-                result = read_json(path)
-                runs += [result] if result["final"] and "metrics" in result["final"] else []
+                r = read_json(path)
+                if r["final"] and "metrics" in r["final"]:          # the keys summarize reads, read here
+                    label = run_label(r["config"])
+                    runs.append(dict(config=r["config"], final=r["final"], curve=r["curve"], label=label))
             elif name == "proxies.json":
                 for proxy, row in read_json(path)["proxies"].items():
                     proxies.setdefault(proxy, []).append(row["metrics"])
@@ -1517,6 +1528,12 @@ def summarize(cfg):
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
     path = fresh_path(cfg.out, "summary.json") if cfg.out else None
+    if cfg.plot:                                             # before any work: the figure's path and matplotlib
+        figure = fresh_path(cfg.out or ".", "fig1_tau.png")
+        try:
+            import matplotlib
+        except ImportError:
+            raise UserError("--plot needs matplotlib: pip install matplotlib") from None
     runs, proxies, searches = read_results(folders)
     # runs are averaged per method; a setting other than method and seed that differs between trained runs (say
     # --epochs, or RD's --teacher) joins the label, so that different budgets are never averaged together
@@ -1527,18 +1544,19 @@ def summarize(cfg):
     ranking, curves = {}, {}
     for r in runs:
         c = r["config"]
-        name = run_label(c) + (suffix(c, varying) if c["epochs"] else "")
+        name = r["label"] + (suffix(c, varying) if c["epochs"] else "")
         metrics = dict(r["final"]["metrics"], split_half=r["final"].get("split_half_tau", np.nan))
         ranking.setdefault(name, []).append(metrics)
         if c["epochs"]:      # Fig. 1 (--eval-every) or the budget curve (runs of other --epochs): tau at each epoch
-            curve = curves.setdefault(run_label(c) + suffix(c, [k for k in varying if k != "epochs"]), {})
+            curve = curves.setdefault(r["label"] + suffix(c, [k for k in varying if k != "epochs"]), {})
             for p in r["curve"]:
                 curve.setdefault(p["epoch"], []).append(p["metrics"])
     columns = ("tau", "r", "rho", "cpr", "tau_ties", "split_half")
     lines = [f"{'method':18s} {'runs':>4s} " + " ".join(f"{k:>16s}" for k in columns)]
     for name, rows in list(proxies.items()) + list(ranking.items()):
         values = [100 * np.array([m.get(k, np.nan) for m in rows]) for k in columns]
-        lines.append(f"{name:18s} {len(rows):4d} " + " ".join(f"{v.mean():6.2f}+-{v.std():5.2f}".rjust(16) for v in values))
+        cells = [f"{v.mean():6.2f}+-{v.std():5.2f}".rjust(16) for v in values]
+        lines.append(f"{name:18s} {len(rows):4d} " + " ".join(cells))
     if searches:
         lines.append(format_table3(list(searches.items())))
     print("\n".join(lines))
@@ -1548,8 +1566,7 @@ def summarize(cfg):
     if cfg.plot:
         if not any(len(points) > 1 for points in curves.values()):
             raise UserError("--plot needs tau at two epochs or more: runs with --eval-every, or runs of other --epochs")
-        plot_fig1(curves, {**proxies, **{n: rows for n, rows in ranking.items() if n == "random init"}},
-                  os.path.join(cfg.out or ".", "fig1_tau.png"))
+        plot_fig1(curves, {**proxies, **{n: rows for n, rows in ranking.items() if n == "random init"}}, figure)
     return summary
 
 # ---- Speed: the README's figures as ratios of two timings taken in one run (--mode bench) ----

@@ -578,6 +578,8 @@ def test_a_folder_holds_one_run_and_every_write_is_its_own_file_renamed_into_pla
     log = [json.loads(line) for line in open(tmp_path / "race" / "log.jsonl")]
     assert errors[0] == "" and "exists" in errors[1] and errors[1].count("\n") == 1   # the second: one line, no work
     assert [r["event"] for r in log].count("config") == 1 and (tmp_path / "race" / "results.json").exists()
+    assert "not found" in one_line_error(args + ["--out", tmp_path / "free", "--benchmark", tmp_path / "no.csv"])
+    assert not (tmp_path / "free" / "log.jsonl").exists()          # a mistake in the inputs leaves the folder free
     shutil.copytree(ref, tmp_path / "run")
     (tmp_path / "run" / "victim").write_text("precious")          # a planted link where the old code wrote its .tmp
     os.symlink(tmp_path / "run" / "victim", tmp_path / "run" / "ckpt.pt.tmp")
@@ -790,6 +792,7 @@ def test_edge_values_of_resolution_and_seed_pass_and_train_or_stop_in_one_line(a
     (["--benchmark", "{tmp}/nan.csv"], "nan.csv:3: accuracy 'nan'"), (["--benchmark", "{tmp}/inf.csv"], "inf.csv:2: accuracy"),
     (["--benchmark", "{tmp}/twice.csv"], "twice.csv:4: {a} is listed twice (first on line 2)"),
     (["--benchmark", "{tmp}/arch.csv"], "arch.csv:2: malformed arch"), (["--benchmark", "{tmp}/latin1.csv"], "not a readable"),
+    (["--benchmark", "{tmp}/empty.csv"], "holds 0 of the archs"),
     (["--benchmark", "{tmp}/fake.csv.gz"], "not a readable"), (["--out", "{tmp}/nan.csv"], "nan.csv: File exists"),
     (["--out", "/proc/rdnas"], "/proc/rdnas"), (["--mode", "summarize", "--runs", "{tmp}/cut"], "not a result of rdnas"),
     (["--mode", "summarize", "--runs", "{tmp}/list"], "results.json: not a result of rdnas"),
@@ -800,7 +803,7 @@ def test_edge_values_of_resolution_and_seed_pass_and_train_or_stop_in_one_line(a
 def test_user_mistakes_and_files_that_cannot_be_read_or_written_are_one_line_errors_naming_them(argv, says, tmp_path):
     a, b = arch_to_str(("nor_conv_3x3",) * 6), arch_to_str(("skip_connect",) * 6)
     for name, rows in (("nan", [a + ",91.5", b + ",nan"]), ("inf", [a + ",inf"]), ("twice", [a + ",9", b + ",8", a + ",7"]),
-                       ("arch", ["|none~0|,5"])):
+                       ("arch", ["|none~0|,5"]), ("empty", [])):
         (tmp_path / f"{name}.csv").write_text("arch,accuracy\n" + "\n".join(rows) + "\n")
     (tmp_path / "latin1.csv").write_bytes(b"arch,accuracy\n\xff\xfe,1\n")
     (tmp_path / "fake.csv.gz").write_text("arch,accuracy\n")

@@ -30,10 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(globals().get("__file__", "rdnas.py"))), "benchmarks")
 
 # =====================================================================================================
-# Part I: RD-NAS on NAS-Bench-201
-# Space and supernet, data, the teacher, the margin sampler, the loss, the steps, the metrics, the loop, and last
-# the run that wires them (train_nb201). The plumbing it calls by name (run folder, checkpoints, input checks) is
-# in Part III.
+# Part I: RD-NAS on NAS-Bench-201, in the order a run happens (the plumbing it calls by name is in Part III)
 # =====================================================================================================
 
 # ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020; Sec. 3.2) ----
@@ -131,8 +128,7 @@ class NB201Net(nn.Module):
         return self.classifier(self.features(x, arch).mean((2, 3)))   # (B, num_classes)
 
 class NB201Supernet(NB201Net):
-    """The single-path supernet of SPOS (ref. [1]): every edge of every cell holds all candidate `ops` (or an OP_SETS
-    name), and forward(x, arch) runs one op per edge, the same choice in every cell."""
+    """The single-path supernet of SPOS (ref. [1]): all `ops` on every edge; forward(x, arch) runs one op per edge."""
     def __init__(self, C=16, N=5, num_classes=10, ops=OPS):
         super().__init__(None, C, N, num_classes, OP_SETS[ops] if isinstance(ops, str) else ops)
 
@@ -140,14 +136,6 @@ class NB201Supernet(NB201Net):
 # The supernet trains on NB201's `train` 25k of CIFAR-10's training set; the subnets are ranked on its `valid` 25k
 # (the cifar10-valid protocol). Images are read, resized and normalised once and kept in memory; batches are cut
 # and augmented on the fly (random crop with 4-pixel padding and horizontal flip, as NB201).
-def load_cifar10(root):
-    """CIFAR-10's training set from `root/cifar-10-batches-py/` as torchvision extracts it (downloaded when missing):
-    uint8 images (N, 3, 32, 32), labels, and each image's position in the original 50,000 (NB201's split uses it)."""
-    folder = os.path.join(root, "cifar-10-batches-py")
-    if not os.path.isdir(folder):
-        download_cifar10(root)
-    return read_cifar_batches(folder)                        # the five data_batch_k, checked (Part III)
-
 def nb201_split(name):
     """NB201's `train` or `valid` half of CIFAR-10's training set, a mask (from AutoDL-Projects' cifar-split.txt)."""
     with gzip.open(os.path.join(BENCHMARKS, "nb201_splits.json.gz"), "rt") as f:
@@ -171,7 +159,7 @@ def load_dataset(cfg):
     if cfg.dataset == "synthetic":
         xtr, ytr, xva, yva = make_synthetic(side=cfg.resolution or 16)
     else:
-        x, y, pos = load_cifar10(cfg.data)
+        x, y, pos = read_cifar10(cfg.data)                  # uint8 images, labels, positions in the 50,000 (Part III)
         in_train, in_valid = nb201_split("train")[pos], nb201_split("valid")[pos]
         xtr, ytr, xva, yva = x[in_train], y[in_train], x[in_valid], y[in_valid]
         split = dict(split="nb201 cifar10-valid", missing_train=25000 - len(xtr), missing_valid=25000 - len(xva))
@@ -438,24 +426,20 @@ def sample_eval_archs(ops, n, seed, table=None):
     pool = [a for a in all_archs(ops) if table is None or arch_to_str(a) in table]
     return pool if n == "all" else random.Random(seed).sample(pool, min(int(n), len(pool)))
 
-def clock(seconds):
-    """Seconds as the progress lines' 'XmYYs'."""
-    return f"{int(seconds) // 60}m{int(seconds) % 60:02d}s"
-
 def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, ties=None):
     """Rank `archs` by supernet accuracy on the held-out `batches`: tau, r, rho, CPR (and tau within the ties of
     `ties`, arch -> FLOPs) against {key(arch): accuracy}; the noise ceiling, tau between the rankings on the two halves
-    of `batches`. A progress line about every 10% of the subnets."""
+    of `batches`."""
     gt = None if table is None else [lookup(table, a, key) for a in archs]   # an arch it lacks: fail before work
     accs, hits, t = [], [], time.time()
     for k, arch in enumerate(archs, 1):
         acc, hit = subnet_accuracy(net, arch, batches, cfg.bn, recal_loader and recal_loader(), cfg.bn_batches)
         accs.append(acc)
         hits.append(hit)
-        if k % max(1, len(archs) // 10) == 0 and k < len(archs):
+        if k % max(1, len(archs) // 10) == 0 and k < len(archs):   # a progress line about every 10%
             per = (time.time() - t) / k
-            print(f"ranked {k}/{len(archs)} subnets, {per:.2f}s per subnet, eta {clock(per * (len(archs) - k))}",
-                  flush=True)
+            eta = datetime.timedelta(seconds=int(per * (len(archs) - k)))
+            print(f"ranked {k}/{len(archs)} subnets, {per:.2f}s per subnet, eta {eta}", flush=True)
     hits, n = torch.stack(hits), len(hits[0]) // 2                          # (subnets, images)
     record = dict(archs=[key(a) for a in archs], supernet_acc=accs, split_half_images=n,
                   split_half_tau=rank_metrics(hits[:, :n].sum(1), hits[:, n:2 * n].sum(1))["tau"])
@@ -499,8 +483,8 @@ class Config:
     weight_decay: float = arg(5e-4)
     nesterov: bool = arg(True)
     seed: int = arg(0, "seeds weights, data order and subnet draws (--mode proxies: the batch and initial weights)")
-    channels_last: bool = arg(False, "NHWC memory layout: faster steps on CPU (--mode bench), other float rounding")
-    device: str = arg("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps")
+    channels_last: bool = arg(False, "NHWC memory layout: other float rounding, faster steps on some CPUs")
+    device: str = arg("auto", "auto (cuda, then mps, then cpu) | cpu | cuda | mps")
     method: str = arg("rd", "spos | fairnas | sandwich | rd (RD-NAS)")
     sampler: str = arg("group", "RD's pairs: group | hamming (margin sampler, Table 4) | none (plain random pairs)")
     teacher: str = arg("flops", "the zero-cost proxy that orders RD's pairs (the authors' NB201 code: flops)")
@@ -519,9 +503,12 @@ class Config:
     resume: bool = arg(False, "continue the run in --out (with the same data)")
 
 def get_device(name="auto"):
-    """--device auto picks cuda, then mps, then cpu."""
-    mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    return torch.device(name if name != "auto" else "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    """--device auto picks cuda, then mps, then cpu; a device this machine lacks is refused."""
+    have = dict(cuda=torch.cuda.is_available(), mps=torch.backends.mps.is_available(), cpu=True)
+    name = next(d for d in have if have[d]) if name == "auto" else name
+    if not have[name]:
+        raise UserError(f"--device {name}: this machine has none")
+    return torch.device(name)
 
 def seed_everything(seed):
     """One call seeds python, numpy and torch (all devices)."""
@@ -587,12 +574,12 @@ class Progress:
     counts the rankings still due, and the stop of a diverged run."""
     def __init__(self, cfg, space, run, stage):
         self.cfg, self.space, self.run, self.stage = cfg, space, run, stage
-        self.images, self.seconds, self.ranking = 0, 0.0, None
+        self.ranking = None
     def start(self):                                         # an epoch starts
         if self.ranking is None:                             # one ranking, estimated once: the eta counts it
             due = self.space.evaluate and self.space.ranking_seconds and self.run.is_main
             self.ranking = self.space.ranking_seconds() if due else 0.0
-        self.sums, self.epoch_start, self.tick = Counter(), time.time(), time.time()
+        self.sums, self.epoch_start = Counter(), time.time()
     def step(self, stats, n, lr, epoch, step, steps):
         if not all(map(math.isfinite, stats.values())):
             kept = f"the checkpoint of epoch {self.run.epoch} is kept" if self.run.epoch else "no checkpoint written"
@@ -600,16 +587,14 @@ class Progress:
                             f"{stats['loss']}; lower --lr ({kept})")
         self.sums.update(stats, n=n)
         self.lr = lr
-        self.images += n * self.run.world
-        self.seconds += time.time() - self.tick
-        self.tick = time.time()
         if self.run.is_main and ((step + 1) % 50 == 0 or step + 1 == steps):
             cfg = self.cfg
+            per_step = (time.time() - self.epoch_start) / (step + 1)               # this epoch's pace so far
             rankings = sum(ranking_due(cfg, e) for e in range(epoch + 1, cfg.epochs + 1))
-            left = ((cfg.epochs - epoch) * steps - step - 1) * cfg.batch_size * self.seconds / self.images
+            eta = ((cfg.epochs - epoch) * steps - step - 1) * per_step + rankings * self.ranking
             print(f"{self.stage} epoch {epoch + 1}/{cfg.epochs} step {step + 1}/{steps} loss "
                   f"{self.sums['loss'] / (step + 1):.4f} acc {100 * self.sums['correct'] / self.sums['n']:.2f}% lr "
-                  f"{lr:.5f} {self.images / self.seconds:.0f} img/s eta {clock(left + rankings * self.ranking)}",
+                  f"{lr:.5f} {cfg.batch_size / per_step:.0f} img/s eta {datetime.timedelta(seconds=int(eta))}",
                   flush=True)
     def epoch_record(self, epoch, steps):
         sampler = self.space.sampler
@@ -697,9 +682,7 @@ def train_nb201(cfg, proxy=flops):
     save(os.path.join(run.out, "results.json"), result)
     return net, run.history[-1]
 # =====================================================================================================
-# Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1)
-# The 52-character Track 1 codes, the slimmable supernet, ImageNet data and DDP under torchrun, and the ranking of
-# the competition's archs. Training is Part I's train(), called once per stage.
+# Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1), trained by Part I's train()
 # =====================================================================================================
 
 @dataclasses.dataclass
@@ -709,7 +692,7 @@ class ResNet48Config(Config):
     pretrain_epochs: int = arg(0, "resnet48: epochs of SPOS pre-training before --epochs (stage 1 of Sec. 3.1)")
     pretrain_lr: float = arg(0.1)
     init: str = arg("", "resnet48: start from this checkpoint's weights instead of pre-training")
-    archs: str = arg("", "--mode rank: the competition's JSON of codes to score")
+    archs: str = arg("", "resnet48: rank the codes of the competition's JSON (Track 1) into submission.json")
 
 RESNET48_PRESETS = {
     # Sec. 3.1: pre-train 90 epochs, then 70 epochs at lr 0.001, batch 256, SGD momentum 0.9 (8 GPUs). Not in the
@@ -721,10 +704,9 @@ RESNET48_PRESETS = {
     "cpu": dict(dataset="synthetic", resolution=32, base_width=16, epochs=2, lr=0.01, lr_min=0.0, pretrain_epochs=1,
                 pretrain_lr=0.05, batch_size=32, train_subset=1024, valid_subset=256, weight_decay=1e-4, nesterov=False,
                 sampler="hamming", eval_archs="8", eval_batch_size=128, bn="recal", bn_batches=2),
-    "tiny": dict(dataset="synthetic", resolution=32, base_width=8, epochs=1, lr=0.01, lr_min=0.0, pretrain_epochs=1,
-                 pretrain_lr=0.05, batch_size=16, train_subset=64, valid_subset=32, weight_decay=1e-4, nesterov=False,
-                 sampler="hamming", eval_archs="3", eval_batch_size=32, bn="recal", bn_batches=1),
 }
+RESNET48_PRESETS["tiny"] = dict(RESNET48_PRESETS["cpu"], base_width=8, epochs=1, batch_size=16, train_subset=64,
+                                valid_subset=32, eval_archs="3", eval_batch_size=32, bn_batches=1)   # the tests'
 
 # ---- Search space: ResNet48 ----
 # ResNet with BasicBlocks, stage depths and block widths searched. A 52-digit code: [0] image size, [1:5] depths,
@@ -903,8 +885,7 @@ def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=
     return score if math.isfinite(score) else -math.inf
 
 def resnet48_datasets(cfg):
-    """(training set, held-out set, classes): ImageNet in torchvision's ImageFolder layout (train/, val/), or
-    synthetic."""
+    """(training set, held-out set, classes): ImageNet in ImageFolder layout (train/, val/), or synthetic."""
     if cfg.dataset == "synthetic":
         xtr, ytr, xva, yva = make_synthetic(cfg.train_subset or 2048, cfg.valid_subset or 512,
                                             side=cfg.resolution or 32)
@@ -913,8 +894,7 @@ def resnet48_datasets(cfg):
     import torchvision  # only the ImageNet path needs it
     from torchvision import transforms as T
     if not all(os.path.isdir(os.path.join(cfg.data, split)) for split in ("train", "val")):
-        raise UserError(f"ImageNet not found: --data {cfg.data} must hold train/ and val/ in torchvision's ImageFolder "
-                        f"layout (one folder per class)")
+        raise UserError(f"ImageNet not found: --data {cfg.data} must hold train/ and val/, one folder per class")
     norm = T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     train_set = torchvision.datasets.ImageFolder(os.path.join(cfg.data, "train"), T.Compose(
         [T.RandomResizedCrop(cfg.resolution), T.RandomHorizontalFlip(), T.ToTensor(), norm]))
@@ -946,6 +926,18 @@ def epoch_seed(seed, epoch):
     epoch k the order of run seed s at epoch k+1."""
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1)   # < 2^63
 
+def read_track1(path):
+    """The competition's JSON {"arch1": {"acc": 0.0, "arch": "1..."}, ...} -> (its entries, their decoded archs)."""
+    try:
+        entries = read_json(path)
+        archs = [decode_resnet48_code(v["arch"]) for v in entries.values()]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
+        archs = f"{type(e).__name__}: {e}"
+    if not archs or isinstance(archs, str):
+        raise UserError(f"--archs {path!r} is not the competition's JSON {{\"arch1\": {{\"acc\": 0.0, \"arch\": "
+                        f"\"1...\"}}, ...}} ({archs or 'no archs'})")
+    return entries, archs
+
 def resnet48_loader(cfg, dataset, batch_size, seed=None, rank=0, world=1):
     """Batches of `dataset`: shuffled by `seed` (this rank's share under torchrun, drop_last), or in order."""
     workers = min(8, os.cpu_count() or 1) if cfg.dataset == "imagenet" else 0
@@ -955,18 +947,16 @@ def resnet48_loader(cfg, dataset, batch_size, seed=None, rank=0, world=1):
                       drop_last=seed is not None, pin_memory=torch.cuda.is_available())
 
 def train_resnet48(cfg, proxy=flops):
-    """The two stages of Sec. 3.1, each one call of Part I's train(): SPOS pre-training (--pretrain-epochs at
-    pretrain_lr, skipped with --init), then --epochs of --method. Under torchrun every rank runs this: DDP averages
-    gradients, every rank draws the same subnets (one seeded rng), only rank 0 logs, ranks and writes."""
+    """The two stages of Sec. 3.1, each one call of Part I's train(): SPOS pre-training (--pretrain-epochs, skipped
+    with --init), then --epochs of --method; --archs ranks Track 1's codes into submission.json. Under torchrun every
+    rank runs this: DDP averages gradients, every rank draws the same subnets, only rank 0 logs, ranks and writes."""
     rank, world, device = init_distributed(cfg)
-    if cfg.method == "fairnas" or cfg.sampler == "group":
-        raise UserError("--method fairnas and --sampler group are defined on NB201's ops; for --space resnet48 use "
-                        "spos, sandwich or rd with --sampler hamming or none")
     if cfg.batch_size // world < 2:
         raise UserError(f"--batch-size {cfg.batch_size} gives a process fewer than 2 images: BatchNorm needs 2")
     run = open_run(cfg, is_main=rank == 0, world=world)       # the same folder on every rank; only rank 0 writes
-    eval_rng = random.Random(cfg.eval_seed)
+    eval_rng = random.Random(cfg.eval_seed)                   # Sec. 3.2's random subnets, or Track 1's (--archs)
     archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
+    entries, archs = read_track1(cfg.archs) if cfg.archs else ({}, archs)
     seed_everything(cfg.seed)                                 # identical initial weights on every rank
     train_set, valid_set, classes = resnet48_datasets(cfg)
     base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
@@ -984,8 +974,7 @@ def train_resnet48(cfg, proxy=flops):
     space = Space(model, batches, lambda: sample_resnet48(run.rng), dict(image_size=224, stem=1.0, stages=full),
                   dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in full]))
     if cfg.method == "rd":
-        xb, yb = next(iter(DataLoader(train_set, cfg.proxy_batch)))   # never the ranking images
-        batch = (xb.to(device), yb.to(device))
+        batch = [t.to(device) for t in next(iter(DataLoader(train_set, cfg.proxy_batch)))]   # never the ranked images
         score = lambda arch: resnet48_score(proxy, arch, classes, base, cfg.resolution, batch, cfg.eval_seed)
         space.teacher = Teacher(score, key=encode_resnet48_code)
         space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
@@ -1001,6 +990,9 @@ def train_resnet48(cfg, proxy=flops):
     train(pretrain, dataclasses.replace(space, evaluate=None), run, opt, stage="pretrain")
     train(cfg, space, run, opt, stage="train", first_epoch=pretrain.epochs)
     result = dict(config=run.config, world_size=world, final=run.history[-1] if run.history else None)   # rank 0's
+    if run.is_main and entries:        # Track 1's submission: the same JSON, `acc` filled with the supernet's
+        accs = run.history[-1]["supernet_acc"]
+        save(os.path.join(run.out, "submission.json"), {k: dict(v, acc=a) for (k, v), a in zip(entries.items(), accs)})
     if run.is_main:
         save(os.path.join(run.out, "results.json"), result)
     if world > 1:
@@ -1008,46 +1000,13 @@ def train_resnet48(cfg, proxy=flops):
         dist.destroy_process_group()
     return result
 
-def rank_main(cfg):
-    """--mode rank: score every code of --archs (the competition's JSON) with the supernet of --out; write the
-    submission (the same JSON with `acc` filled) to <out>/submission.json, never over an existing one."""
-    path = fresh_path(run_folder(cfg), "submission.json")
-    try:
-        entries = read_json(cfg.archs)
-        codes = [(k, decode_resnet48_code(v["arch"])) for k, v in entries.items()]
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as e:
-        codes = f"{type(e).__name__}: {e}"
-    if not codes or isinstance(codes, str):
-        raise UserError(f"--archs {cfg.archs!r} is not the competition's JSON {{\"arch1\": {{\"acc\": 0.0, \"arch\": "
-                        f"\"1...\"}}, ...}} ({codes or 'no archs'})")
-    ckpt_path = os.path.join(run_folder(cfg), "ckpt.pt")
-    ckpt = load_checkpoint(ckpt_path, "resnet48")
-    mcfg = dataclasses.replace(cfg, **{k: ckpt["config"][k] for k in ("dataset", "resolution", "base_width",
-                                                                      "train_subset", "valid_subset")})
-    train_set, valid_set, classes = resnet48_datasets(mcfg)
-    net = ResNet48Supernet(classes, tuple(mcfg.base_width * k for k in (1, 2, 4, 8))).to(get_device(cfg.device))
-    load_checkpoint(ckpt_path, "resnet48", net)
-    print(f"ranking {len(codes)} archs from {cfg.archs} (bn={cfg.bn}, {cfg.bn_batches} recal batches each)")
-    recal = lambda: resnet48_loader(mcfg, train_set, mcfg.eval_batch_size, cfg.eval_seed)
-    record = evaluate_ranking(net, [a for _, a in codes], resnet48_loader(mcfg, valid_set, mcfg.eval_batch_size), cfg,
-                              recal, key=encode_resnet48_code)
-    for (key, _), acc in zip(codes, record["supernet_acc"]):
-        entries[key]["acc"] = acc
-    save(path, entries)
-    print(f"wrote {path}")
-    return path
-
-
 # =====================================================================================================
-# Part III: plumbing, and the tools that reproduce the tables
-# The run folder and its files, the checks of input files; the zero-cost proxies of Table 2 and Fig. 1; search
-# (Table 3); summaries over run folders (Tables 2-4, Fig. 1); a speed benchmark; the command line.
+# Part III: plumbing; the tools that reproduce the tables (proxies, search, summaries); the command line
 # =====================================================================================================
 
 # ---- Plumbing: run folder, checkpoint, resume, input files. A first reading can skip this section ----
-# The rules: one run a folder (a fresh run creates its log.jsonl exclusively); a file is written to a temporary file of
-# its own, then renamed; no result is overwritten; --resume continues a killed run exactly, never a finished one; a
-# damaged or foreign input file ends in one line that names it.
+# One run a folder (a fresh run creates log.jsonl exclusively); a file goes to a temporary file of its own, then is
+# renamed; no result is overwritten; --resume continues a killed run exactly, never a finished one.
 class UserError(Exception):            # a mistake in the user's input: main() prints it as one line, not a traceback
     pass
 
@@ -1059,9 +1018,17 @@ class CifarUnpickler(pickle.Unpickler):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a CIFAR-10 batch")
 
-def read_cifar_batches(folder):
-    """The five training batches -> (uint8 images, labels, positions in the original 50,000); a damaged batch, or one
-    holding another's images, is refused in one line."""
+def read_cifar10(root):
+    """CIFAR-10's training set in `root/cifar-10-batches-py/` (downloaded when missing) -> (uint8 images (N, 3, 32, 32),
+    labels, positions in the original 50,000); a damaged batch, or one holding another's images, is refused."""
+    folder = os.path.join(root, "cifar-10-batches-py")
+    if not os.path.isdir(folder):
+        try:
+            import torchvision                               # only the download needs it
+            torchvision.datasets.CIFAR10(root, download=True)
+        except Exception as e:
+            raise UserError(f"CIFAR-10 is not in {root!r} and could not be downloaded ({type(e).__name__}): put the "
+                            f"extracted cifar-10-batches-py/ folder there and pass --data {root}") from None
     xs, ys, ps, seen = [], [], [], {}
     for k in range(1, 6):
         path = os.path.join(folder, f"data_batch_{k}")
@@ -1087,14 +1054,6 @@ def read_cifar_batches(folder):
         ys.append(y)
         ps.append((k - 1) * 10000 + pos)
     return tuple(torch.from_numpy(np.concatenate(v)) for v in (xs, ys, ps))
-
-def download_cifar10(root):
-    try:
-        import torchvision                                   # only the download needs it
-        torchvision.datasets.CIFAR10(root, download=True)
-    except Exception as e:
-        raise UserError(f"CIFAR-10 is not in {root!r} and could not be downloaded ({type(e).__name__}): put the "
-                        f"extracted cifar-10-batches-py/ folder there and pass --data {root}") from None
 
 def load_benchmark(path, column="accuracy", key=lambda s: arch_to_str(str_to_arch(s))):
     """A ground-truth CSV, gzipped or not -> {key(arch): accuracy}: `column` of the shipped NB201 table
@@ -1160,8 +1119,7 @@ def fresh_path(out, name):
     return os.path.join(out, name)
 
 def open_run(cfg, is_main=True, world=1):
-    """The run of --out: a folder holding a finished run (results.json) is refused, one holding another run too unless
-    --resume continues it. The run claims the folder once its inputs have loaded (claim_folder)."""
+    """The run of --out, which claims its folder once its inputs load (claim_folder); a finished run's is refused."""
     run = Run(run_folder(cfg), dataclasses.asdict(cfg), random.Random(cfg.seed), world=world, is_main=is_main)
     if os.path.exists(os.path.join(run.out, "results.json")):          # every rank stops, not only the first
         raise UserError(f"{run.out} holds a finished run (results.json exists): nothing to resume or redo")
@@ -1362,19 +1320,13 @@ PROXIES = {"flops": flops, "params": params, "snip": snip, "grasp": grasp, "synf
            "naswot": naswot}
 
 def proxy_table(cfg):
-    """--mode proxies (Table 2): tau, r, rho, CPR of each of --proxies on --eval-archs archs (--seed: batch and
-    weights), and tau within the ties of FLOPs."""
+    """--mode proxies (Table 2): tau, r, rho, CPR, tau_ties of each of --proxies (--seed: batch and weights)."""
     path, device = fresh_path(cfg.out or f"runs/proxies-seed{cfg.seed}", "proxies.json"), get_device(cfg.device)
     names = cfg.proxies.split(",")
     if not set(names) <= set(PROXIES):
         raise UserError(f"--proxies {cfg.proxies}: the proxies are {', '.join(PROXIES)}")
     table = load_benchmark(cfg.benchmark or os.path.join(BENCHMARKS, "nb201.csv.gz"), "cifar10-valid_valid")
-    if set(names) <= {"flops", "params", "synflow", "zen"}:   # data-free proxies need only the input shape
-        side = cfg.resolution or 32
-        batch = (torch.zeros(cfg.proxy_batch, 3, side, side, device=device),
-                 torch.zeros(cfg.proxy_batch, dtype=torch.long))
-    else:
-        batch = fixed_batch(load_dataset(cfg), cfg.proxy_batch, cfg.seed, device)
+    batch = fixed_batch(load_dataset(cfg), cfg.proxy_batch, cfg.seed, device)
     net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=batch[0].shape[-1])
     archs = sample_eval_archs(OP_SETS[cfg.ops], cfg.eval_archs, cfg.eval_seed, table)
     print(f"scoring {len(archs)} archs with {', '.join(names)} (C={cfg.C}, N={cfg.N}, {batch[0].shape[-1]}px, batch "
@@ -1469,7 +1421,10 @@ def run_search(cfg):
 def plot_fig1(curves, lines, path):
     """Fig. 1 and the budget curve: tau and tau within FLOPs' ties (mean +- std over runs) against epochs,
     {label: {epoch: [metrics]}}; `lines` {label: [metrics]} (proxies, the untrained supernet) drawn across."""
-    import matplotlib                                        # only --plot needs it
+    try:
+        import matplotlib                                    # only --plot needs it
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install matplotlib") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -1499,8 +1454,7 @@ def run_label(c):
     return c["method"] + (f"+{c['sampler']}" if c["method"] == "rd" and c["sampler"] != "none" else "")
 
 def read_results(folders):
-    """The trained runs (results.json), proxies (proxies.json) and searches (search_*.json) of the run folders; a
-    damaged or foreign file is refused in one line that names it."""
+    """The trained runs (results.json), proxies (proxies.json) and searches (search_*.json) of the run folders."""
     runs, proxies, searches = [], {}, {}
     for path in [p for folder in folders for p in sorted(glob.glob(os.path.join(folder, "*.json")))]:
         name = os.path.basename(path)
@@ -1508,8 +1462,7 @@ def read_results(folders):
             if name == "results.json":
                 r = read_json(path)
                 if r["final"] and "metrics" in r["final"]:          # the keys summarize reads, read here
-                    label = run_label(r["config"])
-                    runs.append(dict(config=r["config"], final=r["final"], curve=r["curve"], label=label))
+                    runs.append(dict(r, label=run_label(r["config"])))
             elif name == "proxies.json":
                 for proxy, row in read_json(path)["proxies"].items():
                     proxies.setdefault(proxy, []).append(row["metrics"])
@@ -1528,12 +1481,7 @@ def summarize(cfg):
     if not folders:
         raise UserError(f"--runs {cfg.runs!r} matches no run folder (give a glob like 'runs/nb201-*')")
     path = fresh_path(cfg.out, "summary.json") if cfg.out else None
-    if cfg.plot:                                             # before any work: the figure's path and matplotlib
-        figure = fresh_path(cfg.out or ".", "fig1_tau.png")
-        try:
-            import matplotlib
-        except ImportError:
-            raise UserError("--plot needs matplotlib: pip install matplotlib") from None
+    figure = fresh_path(cfg.out or ".", "fig1_tau.png") if cfg.plot else None
     runs, proxies, searches = read_results(folders)
     # runs are averaged per method; a setting other than method and seed that differs between trained runs (say
     # --epochs, or RD's --teacher) joins the label, so that different budgets are never averaged together
@@ -1560,70 +1508,20 @@ def summarize(cfg):
     if searches:
         lines.append(format_table3(list(searches.items())))
     print("\n".join(lines))
-    summary = dict(ranking=ranking, proxies=proxies, search=searches)
-    if path:
-        save(path, summary)
-    if cfg.plot:
+    if cfg.plot:                                             # first: a failed plot leaves no summary.json behind
         if not any(len(points) > 1 for points in curves.values()):
             raise UserError("--plot needs tau at two epochs or more: runs with --eval-every, or runs of other --epochs")
         plot_fig1(curves, {**proxies, **{n: rows for n, rows in ranking.items() if n == "random init"}}, figure)
+    summary = dict(ranking=ranking, proxies=proxies, search=searches)
+    if path:
+        save(path, summary)
     return summary
-
-# ---- Speed: the README's figures as ratios of two timings taken in one run (--mode bench) ----
-def bench(cfg):
-    """--mode bench: supernet path / stand-alone step, RD step / SPOS step, each proxy / one forward+backward, seconds
-    per ranked subnet, channels_last / default step, all on random images at the paper's size (C=16, N=5, batch 64)."""
-    device, rng, fig = get_device(cfg.device), random.Random(cfg.seed), {}
-    path = cfg.out and fresh_path(cfg.out, "bench.json")
-    torch.manual_seed(cfg.seed)
-    def seconds(fn, repeats=3):                              # the median time of fn() after one warm-up call
-        fn()
-        import timeit
-        return float(np.median(timeit.repeat(fn, number=1, repeat=repeats)))
-    def sgd_step(net, x, y, *arch):
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-        def step():
-            opt.zero_grad()
-            F.cross_entropy(net(x, *arch), y).backward()
-            opt.step()
-        return step
-    x, y = torch.randn(64, 3, 32, 32, device=device), torch.randint(10, (64,), device=device)
-    archs = [sample_nb201(rng, OPS[1:]) for _ in range(10)]
-    supernet = NB201Supernet(16, 5).to(device)
-    fig["supernet path / stand-alone NB201Net, one SGD step (median of 10 archs)"] = np.median(
-        [seconds(sgd_step(supernet, x, y, a)) / seconds(sgd_step(NB201Net(a).to(device), x, y)) for a in archs])
-    sampler = MarginSubnetSampler(sample_nb201, group_distance, 6.7, random.Random(0))
-    teacher = Teacher(lambda a: arch_cost(a)[0])
-    rd = lambda: rd_step(supernet, x, y, sampler, teacher, 1.0)              # gradients accumulate: timing only
-    spos = lambda: spos_step(supernet, x, y, lambda: sample_nb201(rng))
-    pairs = np.array([(seconds(rd, 1), seconds(spos, 1)) for _ in range(50)])   # interleaved: each draws its subnets
-    fig["RD + Group step / SPOS step (cached FLOPs teacher, mean of 50 interleaved steps)"] = \
-        pairs[:, 0].mean() / pairs[:, 1].mean()
-    for name, proxy in PROXIES.items():
-        nets = [NB201Net(a).to(device) for a in archs[:5]]
-        fig[f"proxy {name} / one forward+backward of its net (median of 5 archs)"] = np.median(
-            [seconds(lambda: proxy(n, x, y), 1) / seconds(lambda: F.cross_entropy(n(x), y).backward()) for n in nets])
-    small, xs = NB201Supernet(8, 1).to(device), torch.randn(2000, 3, 16, 16, device=device)
-    loader = Loader(xs, torch.randint(10, (2000,), device=device), 1000)
-    fig["seconds per ranked subnet (C=8, N=1, 16px as the cpu preset, 2,000 images, bn train)"] = np.median(
-        [seconds(lambda: subnet_accuracy(small, a, loader), 1) for a in archs])
-    for layout in (torch.contiguous_format, torch.channels_last):
-        net, xl = NB201Supernet(8, 1).to(device, memory_format=layout), xs[:128].contiguous(memory_format=layout)
-        fig[f"cpu preset step ({'channels_last' if layout == torch.channels_last else 'default'} layout), seconds"] = \
-            np.median([seconds(sgd_step(net, xl, y.repeat(2), a)) for a in archs[:5]])
-    print(f"bench on {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name, value in fig.items():
-        print(f"  {name}: {value:.4g}")
-    if cfg.out:
-        save(path, {k: float(v) for k, v in fig.items()})
-    return fig
 
 # ---- Command line ----
 @dataclasses.dataclass
 class Flags(ResNet48Config):
     """Every setting: Part I's Config, Part II's, and those of the modes of Part III."""
-    mode: str = arg("train", "train | proxies (Table 2) | search (Table 3) | summarize (Tables 2-4, Fig. 1) | bench "
-                             "| rank")
+    mode: str = arg("train", "train | proxies (Table 2) | search (Table 3) | summarize (Tables 2-4, Fig. 1)")
     preset: str = arg("paper", "defaults for --space (PRESETS): paper | cpu | tiny")
     proxies: str = arg(",".join(PROXIES), "--mode proxies: the proxies to score, comma-separated")
     search_by: str = arg("supernet", "--mode search: the supernet of --out, or a proxy (zero-shot search)")
@@ -1644,13 +1542,13 @@ PRESETS = {"nb201": {
                  batch_size=32, lr=0.05, lr_min=0.0, eval_archs="20", eval_batch_size=128, proxy_batch=16, budget=20,
                  population=8, topk=3)},
     "resnet48": RESNET48_PRESETS}
-CHOICES = dict(space=tuple(PRESETS), mode=("train", "proxies", "search", "summarize", "bench", "rank"),
-               preset=("paper", "cpu", "tiny"), ops=tuple(OP_SETS), dataset=("cifar10", "synthetic", "imagenet"),
+CHOICES = dict(space=tuple(PRESETS), mode=("train", "proxies", "search", "summarize"), preset=("paper", "cpu", "tiny"),
+               device=("auto", "cpu", "cuda", "mps"), ops=tuple(OP_SETS), dataset=("cifar10", "synthetic", "imagenet"),
                method=("spos", "fairnas", "sandwich", "rd"), sampler=tuple(DISTANCES), teacher=tuple(PROXIES),
                rd_schedule=("sin", "constant"), bn=("train", "recal"), search_by=("supernet",) + tuple(PROXIES))
 # flags that only one mode or space reads: given elsewhere, they are refused rather than ignored
 ONLY = dict(proxies="--mode proxies", search_by="--mode search", budget="--mode search",
-            runs="--mode summarize", plot="--mode summarize", archs="--mode rank", init="--space resnet48",
+            runs="--mode summarize", plot="--mode summarize", archs="--space resnet48", init="--space resnet48",
             base_width="--space resnet48", pretrain_epochs="--space resnet48", ops="--space nb201",
             C="--space nb201", N="--space nb201", benchmark="--space nb201")
 
@@ -1665,19 +1563,9 @@ def number(low=0, high=math.inf, step=1, kind=int):
     parse.__name__ = kind.__name__                           # argparse's word for a value it cannot convert
     return parse
 
-def device_name(text):
-    """An argparse type: a device of this machine."""
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"{text}: not auto, cpu, cuda, cuda:N or mps")
-    cuda = int(text[5:] or 0) < torch.cuda.device_count() if text.startswith("cuda") else True
-    mps = text != "mps" or bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    if not (cuda and mps):
-        raise argparse.ArgumentTypeError(f"{text}: no such device here")
-    return text
-
 TYPES = dict(C=number(1), N=number(1), batch_size=number(1), budget=number(1), base_width=number(1),
              seed=number(0, 2 ** 32 - 1), resolution=number(0, step=4), lr=number(1e-12, kind=float),
-             mu=lambda text: -1.0 if text == "-1" else number(0, kind=float)(text), device=device_name,
+             mu=lambda text: -1.0 if text == "-1" else number(0, kind=float)(text),
              eval_archs=lambda text: text if text == "all" else str(number(2)(text)))
 
 def parse_args(argv=None):
@@ -1700,21 +1588,21 @@ def parse_args(argv=None):
     takes = {"nb201": ("cifar10", "synthetic"), "resnet48": ("imagenet", "synthetic")}[space]
     if args.get("dataset", takes[0]) not in takes:
         p.error(f"--dataset {args['dataset']} is not for --space {space}: it takes {' or '.join(takes)}")
-    if space == "resnet48" and args.get("eval_archs") == "all":
-        p.error("--eval-archs all is for --space nb201")
+    nb201_only = dict(eval_archs={"all"}, method={"fairnas"}, sampler={"group"},      # NB201's ops, or its tools
+                      mode={"proxies", "search", "summarize"})
+    for name, values in nb201_only.items():
+        if space == "resnet48" and args.get(name) in values:
+            p.error(f"--{name.replace('_', '-')} {args[name]} is for --space nb201")
     return dataclasses.replace(Flags(), **{**PRESETS[space][preset], **args})
 
 def main(argv=None):
-    """Parse the flags and run --mode on --space. A user's mistake, or a file, folder or device that cannot be read or
-    written, ends in one line; a bug shows its traceback."""
+    """Run --mode on --space; a user's mistake, or a file or folder that cannot be read or written: one line."""
     cfg = parse_args(argv)
-    modes = {"nb201": dict(train=lambda: train_nb201(cfg, PROXIES[cfg.teacher]), proxies=lambda: proxy_table(cfg),
-                           search=lambda: run_search(cfg), summarize=lambda: summarize(cfg), bench=lambda: bench(cfg)),
-             "resnet48": dict(train=lambda: train_resnet48(cfg, PROXIES[cfg.teacher]), rank=lambda: rank_main(cfg))}
+    train_space = train_nb201 if cfg.space == "nb201" else train_resnet48
+    modes = dict(train=lambda: train_space(cfg, PROXIES[cfg.teacher]), proxies=lambda: proxy_table(cfg),
+                 search=lambda: run_search(cfg), summarize=lambda: summarize(cfg))
     try:
-        if cfg.mode not in modes[cfg.space]:
-            raise UserError(f"--mode {cfg.mode} is not for --space {cfg.space}; it takes {', '.join(modes[cfg.space])}")
-        return modes[cfg.space][cfg.mode]()
+        return modes[cfg.mode]()
     except UserError as e:
         sys.exit(f"rdnas: error: {e}")
     except OSError as e:                                     # a file or folder of the user's, or the disk

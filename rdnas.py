@@ -785,10 +785,17 @@ class SlimBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean[:C], self.running_var[:C], self.weight[:C], self.bias[:C],
                             self.training, factor, self.eps)
 
+class SlimLinear(nn.Linear):
+    """A classifier whose subnets use the first input features of the shared weight."""
+    def forward(self, x):
+        return F.linear(x, self.weight[:, :x.shape[1]], self.bias)
+
 class ResNet48Block(nn.Module):
-    """BasicBlock: conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus shortcut (conv1x1 + BN when shape changes)."""
-    def __init__(self, C_in, C_mid, C_out, stride, conv=nn.Conv2d, bn=nn.BatchNorm2d, projection=None):
+    """BasicBlock: conv3x3(stride) -> BN -> ReLU -> conv3x3 -> BN, plus shortcut (conv1x1 + BN when shape changes);
+    slimmable: forward(x, mid, out) uses the first `mid` and `out` channels of each weight (None: all)."""
+    def __init__(self, C_in, C_mid, C_out, stride, projection=None):
         super().__init__()
+        conv, bn = SlimConv2d, SlimBatchNorm2d
         self.stride = stride
         self.conv1, self.bn1 = conv(C_in, C_mid, 3, stride, 1, bias=False), bn(C_mid)
         self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()              # modules, so that NASWOT's hooks see them
@@ -797,63 +804,50 @@ class ResNet48Block(nn.Module):
         self.shortcut = nn.Sequential(conv(C_in, C_out, 1, stride, bias=False), bn(C_out)) if projection else None
         self.residual = True                                  # Zen-score switches the shortcut off (see zen)
     def forward(self, x, mid=None, out=None):
-        slim = isinstance(self.conv1, SlimConv2d)
-        h = self.relu1(self.bn1(self.conv1(x, mid) if slim else self.conv1(x)))
-        h = self.bn2(self.conv2(h, out) if slim else self.conv2(h))
+        h = self.relu1(self.bn1(self.conv1(x, mid)))
+        h = self.bn2(self.conv2(h, out))
         if not self.residual:
             return self.relu2(h)
         if self.stride != 1 or x.shape[1] != h.shape[1]:
-            x = self.shortcut[1](self.shortcut[0](x, out) if slim else self.shortcut[0](x))
+            x = self.shortcut[1](self.shortcut[0](x, out))
         return self.relu2(h + x)
 
 class ResNet48Net(nn.Module):
-    """The stand-alone network of one ResNet48 code (7x7/2 stem + maxpool, 4 stages of BasicBlocks, GAP, FC)."""
-    def __init__(self, code, num_classes=1000, base=RESNET48_BASE):
+    """ResNet48 (7x7/2 stem + maxpool, 4 stages of BasicBlocks, GAP, FC): of an arch (a code or decoded), the
+    stand-alone net with the arch's widths; without one, the supernet at full width and depth (ResNet48Supernet)."""
+    def __init__(self, arch=None, num_classes=1000, base=RESNET48_BASE):
         super().__init__()
-        self.decoded = decode_resnet48_code(code) if isinstance(code, str) else code
-        stem, stages = resnet48_widths(self.decoded, base)
-        self.stem = nn.Sequential(nn.Conv2d(3, stem, 7, 2, 3, bias=False), nn.BatchNorm2d(stem), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
-        blocks, C = [], stem
+        self.arch = decode_resnet48_code(arch) if isinstance(arch, str) else arch
+        self.base, self.num_classes = tuple(base), num_classes
+        full = dict(image_size=224, stem=1.0, stages=[dict(out=1.0, mid=[1.0] * d) for d in RESNET48_MAX_DEPTHS])
+        stem, stages = resnet48_widths(self.arch or full, base)
+        self.stem_conv, self.stem_bn = SlimConv2d(3, stem, 7, 2, 3, bias=False), SlimBatchNorm2d(stem)
+        self.stem_relu = nn.ReLU()                          # a module, so that NASWOT's hooks see it
+        self.stages, C = nn.ModuleList(), stem
         for (out, mids), stride in zip(stages, RESNET48_STRIDES):
-            for b, mid in enumerate(mids):
-                blocks.append(ResNet48Block(C, mid, out, stride if b == 0 else 1))
-                C = out
-        self.blocks, self.fc = nn.ModuleList(blocks), nn.Linear(C, num_classes)
-    def features(self, x):                                  # x: (B, 3, H, W)
-        x = self.stem(x)                                    # (B, stem, H/4, W/4)
-        for block in self.blocks:
-            x = block(x)
-        return x                                            # (B, C_last, H/32, W/32)
-    def forward(self, x):
-        return self.fc(self.features(x).mean((2, 3)))       # (B, classes)
-
-class ResNet48Supernet(nn.Module):
-    """Slimmable ResNet48 supernet: elastic depth (the first d blocks of a stage) and elastic width (the first channels
-    of every weight). forward(x, arch) takes a decoded arch or a list of them (one logits each)."""
-    def __init__(self, num_classes=1000, base=RESNET48_BASE):
-        super().__init__()
-        self.base, self.num_classes, full = tuple(base), num_classes, make_divisible(base[0])
-        self.stem_conv, self.stem_bn = SlimConv2d(3, full, 7, 2, 3, bias=False), SlimBatchNorm2d(full)
-        self.stages, C = nn.ModuleList(), full
-        for b, depth, stride in zip(base, RESNET48_MAX_DEPTHS, RESNET48_STRIDES):
-            width = make_divisible(b)
-            # the first block of a stage always owns a projection: a subnet may change the width there
-            self.stages.append(nn.ModuleList(
-                ResNet48Block(C if k == 0 else width, width, width, stride if k == 0 else 1, SlimConv2d,
-                              SlimBatchNorm2d, projection=(k == 0)) for k in range(depth)))
-            C = width
-        self.fc = nn.Linear(C, num_classes)
-    def forward(self, x, arch):
-        if isinstance(arch, list):
-            return [self.forward(x, a) for a in arch]
-        stem, stages = resnet48_widths(arch, self.base)
-        h = F.max_pool2d(F.relu(self.stem_bn(self.stem_conv(x, stem))), 3, 2, 1)   # (B, stem, H/4, W/4)
+            # in the supernet the first block of a stage always owns a projection: a subnet may change the width there
+            self.stages.append(nn.ModuleList(ResNet48Block(C if k == 0 else out, mid, out, stride if k == 0 else 1,
+                                                           (k == 0) if self.arch is None else None)
+                                             for k, mid in enumerate(mids)))
+            C = out
+        self.fc = SlimLinear(C, num_classes)
+    def features(self, x, arch=None):                       # x: (B, 3, H, W)
+        stem, stages = resnet48_widths(arch or self.arch, self.base)
+        h = F.max_pool2d(self.stem_relu(self.stem_bn(self.stem_conv(x, stem))), 3, 2, 1)   # (B, stem, H/4, W/4)
         for blocks, (out, mids) in zip(self.stages, stages):
             for block, mid in zip(blocks, mids):                                     # elastic depth
                 h = block(h, mid, out)
-        h = h.mean((2, 3))                                                           # (B, out_last)
-        return F.linear(h, self.fc.weight[:, :h.shape[1]], self.fc.bias)
+        return h                                                                     # (B, C_last, H/32, W/32)
+    def forward(self, x, arch=None):
+        if isinstance(arch, list):                          # several subnets on one batch: one logits each
+            return [self.forward(x, a) for a in arch]
+        return self.fc(self.features(x, arch).mean((2, 3)))   # (B, classes)
+
+class ResNet48Supernet(ResNet48Net):
+    """The slimmable supernet: elastic depth (the first d blocks of a stage) and elastic width (the first channels of
+    every weight); forward(x, arch) runs one decoded arch."""
+    def __init__(self, num_classes=1000, base=RESNET48_BASE):
+        super().__init__(None, num_classes, base)
 
 def resnet48_cost(arch, num_classes=1000, base=RESNET48_BASE, resolution=224):
     """(MFLOPs, Mparams) of a ResNet48 arch in closed form (conv + linear multiply-adds, NB201's convention)."""

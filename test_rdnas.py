@@ -314,9 +314,13 @@ def test_subnet_accuracy_uses_batch_statistics_or_recalibrates_them_and_ranking_
     assert calls == []
 
 # ---- Config ----
-def test_one_seed_call_seeds_python_numpy_and_torch():
+def test_one_seed_call_seeds_python_numpy_and_torch_and_a_device_this_machine_lacks_is_refused(monkeypatch):
     draws = [(rdnas.seed_everything(7), random.random(), np.random.rand(), torch.rand(1).item()) for _ in range(2)]
     assert draws[0] == draws[1] and rdnas.get_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert rdnas.get_device("auto") == torch.device("cpu") or torch.backends.mps.is_available()
+    with pytest.raises(UserError, match="--device cuda: this machine has none"):
+        rdnas.get_device("cuda")
 
 # ---- The NAS-Bench-201 run (--mode train): Part I's pieces, wired ----
 REF = ["--preset", "tiny", "--epochs", 3, "--eval-every", 2, "--eval-archs", 6, "--bn", "recal"]
@@ -424,24 +428,9 @@ def test_invalid_codes_raise_value_error(code):
     with pytest.raises(ValueError):
         rdnas.decode_resnet48_code(code)
 
-def sliced_resnet48(sn, code):  # The reference: the ResNet48Net of `code` with the first channels of each weight.
-    net, state = rdnas.ResNet48Net(code, sn.num_classes, sn.base), {}
-    stem, stages = rdnas.resnet48_widths(net.decoded, sn.base)
-    conv = lambda name, m, c_out, c_in: state.__setitem__(name + ".weight", m.weight[:c_out, :c_in])
-    def bn(name, m, c):
-        state.update({f"{name}.{k}": getattr(m, k)[:c] for k in ("weight", "bias", "running_mean", "running_var")})
-        state[name + ".num_batches_tracked"] = m.num_batches_tracked
-    conv("stem.0", sn.stem_conv, stem, 3), bn("stem.1", sn.stem_bn, stem)
-    C, k = stem, 0
-    for blocks, (out, mids) in zip(sn.stages, stages):
-        for block, mid in zip(blocks, mids):
-            conv(f"blocks.{k}.conv1", block.conv1, mid, C), bn(f"blocks.{k}.bn1", block.bn1, mid)
-            conv(f"blocks.{k}.conv2", block.conv2, out, mid), bn(f"blocks.{k}.bn2", block.bn2, out)
-            if net.blocks[k].shortcut is not None:
-                conv(f"blocks.{k}.shortcut.0", block.shortcut[0], out, C), bn(f"blocks.{k}.shortcut.1", block.shortcut[1], out)
-            C, k = out, k + 1
-    state["fc.weight"], state["fc.bias"] = sn.fc.weight[:, :C], sn.fc.bias
-    net.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+def sliced_resnet48(sn, code):  # The reference: the stand-alone net of `code` given the first channels of each weight.
+    net, own = rdnas.ResNet48Net(code, sn.num_classes, sn.base), sn.state_dict()
+    net.load_state_dict({k: own[k][tuple(slice(0, n) for n in v.shape)].clone() for k, v in net.state_dict().items()})
     return net
 
 def test_slimmable_subnet_equals_the_standalone_net_with_the_sliced_weights():

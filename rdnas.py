@@ -245,14 +245,15 @@ def fixed_batch(data, n, seed, device):
     idx = torch.randperm(len(data["train"][0]), generator=torch.Generator().manual_seed(seed))[:n]
     return data["train"][0][idx].to(device), data["train"][1][idx].to(device)
 
-def score_arch(proxy, arch, net_args, batch, seed=0):
-    """proxy(arch) for one NB201 arch (-inf, never NaN, for a degenerate net): FLOPs and params from arch_cost, others
-    on a network built with the same seeded initial weights every time. net_args: C, N, num_classes, resolution."""
+def score_arch(proxy, arch, net_args, batch, seed=0, cost=arch_cost, Net=NB201Net):
+    """proxy(arch), -inf (never NaN) for a degenerate net: FLOPs and params from `cost`, other proxies on the
+    stand-alone `Net` built with the same seeded initial weights every time. net_args: the net's size and input side
+    (NB201: C, N, num_classes, resolution; Part II: resnet48_cost, ResNet48Net and num_classes, base, resolution)."""
     if proxy in (flops, params):
-        return arch_cost(arch, **net_args)[proxy is params]
+        return cost(arch, **net_args)[proxy is params]
     with torch.random.fork_rng(devices=[batch[0].device] if batch[0].is_cuda else []):
         torch.manual_seed(seed)
-        net = NB201Net(arch, net_args["C"], net_args["N"], net_args["num_classes"]).to(batch[0].device)
+        net = Net(arch, **{k: v for k, v in net_args.items() if k != "resolution"}).to(batch[0].device)
     score = proxy(net, *batch)
     return score if math.isfinite(score) else -math.inf
 
@@ -404,7 +405,8 @@ def rank_metrics(pred, true, ties=None):
 # ---- Ranking evaluation (Sec. 3.2: 200 random subnets against the ground truth) ----
 def subnet_accuracy(net, arch, batches, bn="train", recal_loader=None, bn_batches=10):
     """Top-1 accuracy (%) of one subnet on held-out `batches`, and the images it gets right. BN on each batch's
-    statistics (bn="train", the authors' code), or on running statistics recomputed on `bn_batches` training batches."""
+    statistics (bn="train", the authors' code), on running statistics recomputed on `bn_batches` training batches
+    (bn="recal"), or on the running statistics as they are (bn="eval")."""
     device = next(net.parameters()).device
     bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
     if bn == "recal":
@@ -447,13 +449,11 @@ def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, ke
     return record if gt is None else dict(record, gt=gt, metrics=rank_metrics(accs, gt, flops))
 
 def ranking_seconds(net, archs, batches):
-    """The training eta's estimate of one ranking: one subnet's passes over `batches`, in eval mode so that no BN
-    statistic changes, times the number of subnets."""
-    device, training, t = next(net.parameters()).device, net.training, time.time()
-    net.eval()
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):       # a DataLoader draws its seed from torch's rng
-        for x, _ in batches:
-            net(x.to(device), archs[0])
+    """The training eta's estimate of one ranking: one subnet ranked with BN frozen (bn="eval": no statistic moves),
+    times the number of subnets."""
+    training, t = net.training, time.time()
+    with torch.random.fork_rng(devices=[]):                 # a DataLoader draws its seed from torch's rng
+        subnet_accuracy(net, archs[0], batches, bn="eval")
     net.train(training)
     return len(archs) * (time.time() - t)
 
@@ -868,16 +868,6 @@ def resnet48_cost(arch, num_classes=1000, base=RESNET48_BASE, resolution=224):
     return (macs + C * num_classes) / 1e6, (n + C * num_classes + num_classes) / 1e6
 
 # ---- ResNet48: teacher, data, distributed training and ranking ----
-def resnet48_score(proxy, arch, num_classes, base, resolution, batch=None, seed=0):
-    """Teachers for the ResNet-like space (Table 1): FLOPs and params in closed form, other proxies on a fresh net."""
-    if proxy in (flops, params):
-        return resnet48_cost(arch, num_classes, base, resolution)[proxy is params]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        net = ResNet48Net(arch, num_classes, base)
-    score = proxy(net.to(batch[0].device), *batch)
-    return score if math.isfinite(score) else -math.inf
-
 def resnet48_datasets(cfg):
     """(training set, held-out set, classes): ImageNet in ImageFolder layout (train/, val/), or synthetic."""
     if cfg.dataset == "synthetic":
@@ -969,7 +959,8 @@ def train_resnet48(cfg, proxy=flops):
                   dict(image_size=224, stem=0.7, stages=[dict(out=0.7, mid=[0.7] * 2) for _ in full]))
     if cfg.method == "rd":
         batch = [t.to(device) for t in next(iter(DataLoader(train_set, cfg.proxy_batch)))]   # never the ranked images
-        score = lambda arch: resnet48_score(proxy, arch, classes, base, cfg.resolution, batch, cfg.eval_seed)
+        net_args = dict(num_classes=classes, base=base, resolution=cfg.resolution)      # FLOPs in closed form
+        score = lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed, resnet48_cost, ResNet48Net)
         space.teacher = Teacher(score, key=encode_resnet48_code)
         space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
                                             cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, run.rng)

@@ -7,8 +7,7 @@ Part II: the ResNet-like space of Sec. 3.1; Part III: plumbing, the tools that r
   python rdnas.py --preset cpu --data DIR          # the same, scaled down: about 6 minutes on 2 CPU cores
   torchrun --nproc_per_node=8 rdnas.py --space resnet48 --data IMAGENET                      # paper, 8 GPUs
 Words a reader meets that the paper does not define:
-  the authors' code  PicoNAS at commit a14c0e5 (github.com/pprp/PicoNAS: NB201) and the authors' CVPR 2022 NAS Track 1
-                     repository (ResNet48); where the paper is silent we follow it, and say so where we do
+  the authors' code  PicoNAS at a14c0e5 (github.com/pprp/PicoNAS, NB201), their CVPR 2022 Track 1 repository (ResNet48)
   tau_ties           Kendall tau over the ranked pairs that FLOPs ties (the same convolutions in other places): what a
                      supernet ranks beyond its FLOPs teacher; a copy of FLOPs scores 0 there
   split-half tau     tau between the rankings on the two halves of the held-out images: the noise ceiling of a ranking
@@ -25,13 +24,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.flop_counter import FlopCounterMode
 
 # the shipped NB201 ground truth and split; next to this file (the working directory when pasted into a notebook)
 BENCHMARKS = os.path.join(os.path.dirname(os.path.abspath(globals().get("__file__", "rdnas.py"))), "benchmarks")
 
-# =====================================================================================================
-# Part I: RD-NAS on NAS-Bench-201, in the order a run happens (the plumbing it calls by name is in Part III)
-# =====================================================================================================
+# ==== Part I: RD-NAS on NAS-Bench-201, in the order a run happens (the plumbing it calls by name is in Part III)
 
 # ---- Search space: NAS-Bench-201 (Dong & Yang, ICLR 2020; Sec. 3.2) ----
 # A cell is a DAG on 4 nodes whose 6 edges carry one of 5 ops each: 5^6 = 15,625 archs. An arch is a tuple of 6 op
@@ -203,25 +201,13 @@ class Loader:
 # FLOPs is a coarse teacher: it counts convolutions only, so the 15,625 archs take 28 values (k 1x1 and l 3x3 convs,
 # k + l <= 6), and Eq. 3 adds 0 on the pairs it ties: 5.5% of Group-sampled pairs, 7.5% of Hamming-sampled and 8.5%
 # of random ones (100,000 pairs each, README).
-def count_cost(net, input_shape):
-    """(MFLOPs, Mparams) of a net for one image: multiply-adds of its conv and linear layers (NB201's convention)."""
-    net, macs = copy.deepcopy(net).eval(), []
-    def hook(m, inp, out):
-        if isinstance(m, nn.Conv2d):
-            macs.append(out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1])
-        else:
-            macs.append(m.in_features * m.out_features)
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.register_forward_hook(hook)
-    p = next(net.parameters())
-    with torch.no_grad():
-        net(torch.zeros((1,) + tuple(input_shape), device=p.device, dtype=p.dtype))
-    return sum(macs) / 1e6, sum(q.numel() for q in net.parameters()) / 1e6
-
 def flops(net, inputs, targets):
-    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net, conv + linear multiply-adds."""
-    return count_cost(net, inputs.shape[1:])[0]
+    """FLOPs (Abdelfattah et al., 2021, ref. [2]): MFLOPs of the stand-alone net for one image, its conv and linear
+    multiply-adds (NB201's convention), as torch's FlopCounterMode counts them (2 FLOPs per multiply-add)."""
+    net = copy.deepcopy(net).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(inputs[:1])
+    return counter.get_total_flops() / 2e6
 
 def params(net, inputs, targets):
     """Params (ref. [2]): number of parameters of the stand-alone net, in millions."""
@@ -234,9 +220,11 @@ def arch_cost(arch, C=16, N=5, num_classes=10, resolution=32):
     in sorted order, so that archs with the same ops in other places tie exactly (and Eq. 3 adds 0 for them)."""
     key = (C, N, num_classes, resolution)
     if key not in _COST_TABLES:
-        count = lambda op: count_cost(NB201Net((op,) * 6, C, N, num_classes), (3, resolution, resolution))
-        base = count("none")
-        _COST_TABLES[key] = base, {op: tuple((f - b) / 6 for f, b in zip(count(op), base)) for op in OPS}
+        image = torch.zeros(1, 3, resolution, resolution)
+        count = lambda net: (flops(net, image, None), params(net, image, None))
+        build = lambda op: NB201Net((op,) * 6, C, N, num_classes)
+        base = count(build("none"))
+        _COST_TABLES[key] = base, {op: tuple((f - b) / 6 for f, b in zip(count(build(op)), base)) for op in OPS}
     base, per_op = _COST_TABLES[key]
     return tuple(b + sum(sorted(per_op[op][k] for op in arch)) for k, b in enumerate(base))
 
@@ -318,10 +306,10 @@ def margin_ranking_loss(ce_i, ce_j, s_i, s_j, m=0.0):
     loss = torch.clamp_min(m - y * (ce_i - ce_j), 0.0)                         # Eq. 3
     return torch.where(y == 0, torch.zeros_like(loss), loss).mean()
 
-def rd_lambda(epoch, epochs, schedule="sin"):
+def rd_lambda(epoch, epochs):
     """lambda(t), the weight of Eq. 3 (the paper gives none; this is the authors' code): 2 sin(pi * 0.8 * t / T) is 0
-    at the start, 2 at t = 0.625 T and 1.18 at the end; or a constant 1."""
-    return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs)) if schedule == "sin" else 1.0
+    at the start, 2 at t = 0.625 T and 1.18 at the end."""
+    return 2.0 * math.sin(math.pi * 0.8 * epoch / max(1, epochs))
 
 # ---- One-shot training steps: SPOS, FairNAS, Sandwich and RD-NAS (Sec. 2.2, Tables 1, 2 and 4) ----
 # Each step runs forward and backward on one batch and returns (stats, the archs it trained); the loop zeroes, clips
@@ -426,7 +414,7 @@ def subnet_accuracy(net, arch, batches, bn="train", recal_loader=None, bn_batche
 def sample_eval_archs(ops, n, seed, table=None):
     """Sec. 3.2's 200 random subnets (--eval-archs, of the benchmark's archs), drawn by the evaluation seed alone."""
     pool = [a for a in all_archs(ops) if table is None or arch_to_str(a) in table]
-    return pool if n == "all" else random.Random(seed).sample(pool, min(int(n), len(pool)))
+    return random.Random(seed).sample(pool, min(int(n), len(pool)))
 
 def evaluate_ranking(net, archs, batches, cfg, recal_loader=None, table=None, key=arch_to_str, ties=None):
     """Rank `archs` by supernet accuracy on the held-out `batches`: tau, r, rho, CPR (and tau within the ties of
@@ -490,9 +478,8 @@ class Config:
     teacher: str = arg("flops", "the zero-cost proxy that orders RD's pairs (the authors' NB201 code: flops)")
     mu: float = arg(-1.0, "margin sampler threshold mu; -1: 6.7 for group (Sec. 3.2), 4.5 for hamming")
     margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
-    rd_schedule: str = arg("sin", "lambda(t) of Eq. 3: sin = 2 sin(pi*0.8*t/T) (the authors' code) | constant (1)")
     proxy_batch: int = arg(64)                              # images the data-dependent proxies see
-    eval_archs: str = arg("200", "number of subnets to rank (Sec. 3.2: 200), or 'all'")
+    eval_archs: str = arg("200", "number of subnets to rank (Sec. 3.2: 200)")
     eval_every: int = arg(0, "rank the subnets every K epochs too (0 = only at the end)")
     bn: str = arg("train", "BN when ranking: train (batch statistics, the authors') | recal (recomputed per subnet)")
     benchmark: str = arg("", "ground truth: a CSV arch,accuracy (default: the shipped NB201 table) | none")
@@ -509,12 +496,6 @@ def get_device(name="auto"):
     if not have[name]:
         raise UserError(f"--device {name}: this machine has none")
     return torch.device(name)
-
-def seed_everything(seed):
-    """One call seeds python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 # ---- Training loop ----
 @dataclasses.dataclass
@@ -550,8 +531,6 @@ def rank_and_checkpoint(cfg, space, run, opt):
     t = time.time()
     record = dict(space.evaluate(), event="eval", epoch=run.epoch, bn=cfg.bn)
     summary = "  ".join(f"{k}={100 * v:6.2f}" for k, v in record.get("metrics", {}).items()) or "(no ground truth)"
-    if np.ptp(record["supernet_acc"]) == 0:
-        summary += "  (every subnet scores the same: the ranking is undefined)"
     images = record["split_half_images"]
     print(f"eval epoch {run.epoch}: {len(record['archs'])} subnets, bn={cfg.bn}, mean acc "
           f"{np.mean(record['supernet_acc']):.2f}%  {summary}  split-half tau ({images} vs {images} images)="
@@ -577,8 +556,7 @@ class Progress:
         self.ranking = None
     def start(self):                                         # an epoch starts
         if self.ranking is None:                             # one ranking, estimated once: the eta counts it
-            due = self.space.evaluate and self.space.ranking_seconds and self.run.is_main
-            self.ranking = self.space.ranking_seconds() if due else 0.0
+            self.ranking = self.space.ranking_seconds() if self.space.evaluate and self.run.is_main else 0.0
         self.sums, self.epoch_start = Counter(), time.time()
     def step(self, stats, n, lr, epoch, step, steps):
         if not all(map(math.isfinite, stats.values())):
@@ -612,7 +590,7 @@ def train(cfg, space, run, opt, stage="train", first_epoch=0):
     for epoch in range(start_epoch(cfg, space, run, opt, first_epoch), cfg.epochs):
         space.model.train()
         batches = space.batches(first_epoch + epoch + 1)
-        lam = rd_lambda(epoch, cfg.epochs, cfg.rd_schedule)  # lambda(t), the weight of Eq. 3 this epoch
+        lam = rd_lambda(epoch, cfg.epochs)                   # lambda(t), the weight of Eq. 3 this epoch
         steps = len(batches)
         if steps == 0:
             raise UserError(f"no training step: --batch-size {cfg.batch_size} is larger than the training set")
@@ -638,7 +616,7 @@ def train_nb201(cfg, proxy=flops):
     """One RD-NAS run on NAS-Bench-201: the supernet, its data, the teacher (`proxy`) and the margin sampler with its
     mu, the ranked archs and their ground truth, the training loop, results.json. --method picks the baselines."""
     run, device = open_run(cfg), get_device(cfg.device)     # the run folder (plumbing, Part III)
-    seed_everything(cfg.seed)
+    torch.manual_seed(cfg.seed)                             # the supernet's initial weights
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     net = NB201Supernet(cfg.C, cfg.N, 10, cfg.ops).to(device, memory_format=layout)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
@@ -681,18 +659,7 @@ def train_nb201(cfg, proxy=flops):
     result = dict(config=run.config, benchmark=path, final=run.history[-1], curve=curve)
     save(os.path.join(run.out, "results.json"), result)
     return net, run.history[-1]
-# =====================================================================================================
-# Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1), trained by Part I's train()
-# =====================================================================================================
-
-@dataclasses.dataclass
-class ResNet48Config(Config):
-    """Part I's Config and the settings of --space resnet48."""
-    base_width: int = arg(64, "resnet48: stage widths base * (1, 2, 4, 8); 64 is ResNet48, less for CPU runs")
-    pretrain_epochs: int = arg(0, "resnet48: epochs of SPOS pre-training before --epochs (stage 1 of Sec. 3.1)")
-    pretrain_lr: float = arg(0.1)
-    init: str = arg("", "resnet48: start from this checkpoint's weights instead of pre-training")
-    archs: str = arg("", "resnet48: rank the codes of the competition's JSON (Track 1) into submission.json")
+# ==== Part II: the ResNet-like search space (Sec. 3.1, Table 1; CVPR 2022 NAS Track 1), trained by Part I's train()
 
 RESNET48_PRESETS = {
     # Sec. 3.1: pre-train 90 epochs, then 70 epochs at lr 0.001, batch 256, SGD momentum 0.9 (8 GPUs). Not in the
@@ -716,9 +683,6 @@ RESNET48_MAX_DEPTHS = (5, 5, 8, 5)
 RESNET48_MIN_DEPTH = 2
 RESNET48_STRIDES = (1, 2, 2, 2)
 RESNET48_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)         # code k -> RESNET48_RATIOS[k - 1]
-# Sec. 3.1's "5.06e19": one ratio per active block, summed over the depths of each stage, multiplied over stages.
-RESNET48_SPACE_SIZE = math.prod(sum(len(RESNET48_RATIOS) ** d for d in range(RESNET48_MIN_DEPTH, m + 1))
-                                for m in RESNET48_MAX_DEPTHS)
 # about the mean Hamming distance of two codes (34.6 over the 45,000 released), as 6.7 is the mean Group one on NB201
 RESNET48_HAMMING_MU = 35.0
 
@@ -764,10 +728,6 @@ def resnet48_widths(decoded, base=RESNET48_BASE):
     stem = make_divisible(base[0] * decoded["stem"])
     return stem, [(make_divisible(b * st["out"]), [make_divisible(b * m) for m in st["mid"]])
                   for b, st in zip(base, decoded["stages"])]
-
-def resnet48_hamming(a, b):
-    """Hamming distance between two ResNet48 archs, over the digits of their 52-character codes."""
-    return hamming_distance(encode_resnet48_code(a), encode_resnet48_code(b))
 
 class SlimConv2d(nn.Conv2d):
     """A conv whose subnets use the first in/out channels of the shared weight (slimmable slicing)."""
@@ -900,9 +860,8 @@ def init_distributed(cfg):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        # at the end rank 0 ranks the subnets alone while the others wait at a barrier: allow it hours, not minutes
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
+    # at the end rank 0 ranks the subnets alone while the others wait at a barrier: allow it hours, not minutes
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
     return dist.get_rank(), dist.get_world_size(), device
 
 def epoch_seed(seed, epoch):
@@ -941,7 +900,7 @@ def train_resnet48(cfg, proxy=flops):
     eval_rng = random.Random(cfg.eval_seed)                   # Sec. 3.2's random subnets, or Track 1's (--archs)
     archs = [sample_resnet48(eval_rng) for _ in range(int(cfg.eval_archs))]
     entries, archs = read_track1(cfg.archs) if cfg.archs else ({}, archs)
-    seed_everything(cfg.seed)                                 # identical initial weights on every rank
+    torch.manual_seed(cfg.seed)                               # identical initial weights on every rank
     train_set, valid_set, classes = resnet48_datasets(cfg)
     base = tuple(cfg.base_width * k for k in (1, 2, 4, 8))
     net = ResNet48Supernet(classes, base).to(device)
@@ -962,7 +921,8 @@ def train_resnet48(cfg, proxy=flops):
         net_args = dict(num_classes=classes, base=base, resolution=cfg.resolution)      # FLOPs in closed form
         score = lambda arch: score_arch(proxy, arch, net_args, batch, cfg.eval_seed, resnet48_cost, ResNet48Net)
         space.teacher = Teacher(score, key=encode_resnet48_code)
-        space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": resnet48_hamming}.get(cfg.sampler),
+        hamming = lambda a, b: hamming_distance(encode_resnet48_code(a), encode_resnet48_code(b))   # over 52 digits
+        space.sampler = MarginSubnetSampler(sample_resnet48, {"hamming": hamming}.get(cfg.sampler),
                                             cfg.mu if cfg.mu >= 0 else RESNET48_HAMMING_MU, run.rng)
     pretrain = dataclasses.replace(cfg, epochs=0 if cfg.init else cfg.pretrain_epochs, lr=cfg.pretrain_lr,
                                    method="spos")
@@ -975,19 +935,17 @@ def train_resnet48(cfg, proxy=flops):
     train(pretrain, dataclasses.replace(space, evaluate=None), run, opt, stage="pretrain")
     train(cfg, space, run, opt, stage="train", first_epoch=pretrain.epochs)
     result = dict(config=run.config, world_size=world, final=run.history[-1] if run.history else None)   # rank 0's
-    if run.is_main and entries:        # Track 1's submission: the same JSON, `acc` filled with the supernet's
-        accs = run.history[-1]["supernet_acc"]
-        save(os.path.join(run.out, "submission.json"), {k: dict(v, acc=a) for (k, v), a in zip(entries.items(), accs)})
     if run.is_main:
+        if entries:                    # Track 1's submission: the same JSON, `acc` filled with the supernet's
+            filled = zip(entries.items(), run.history[-1]["supernet_acc"])
+            save(os.path.join(run.out, "submission.json"), {k: dict(v, acc=acc) for (k, v), acc in filled})
         save(os.path.join(run.out, "results.json"), result)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     return result
 
-# =====================================================================================================
-# Part III: plumbing; the tools that reproduce the tables (proxies, search, summaries); the command line
-# =====================================================================================================
+# ==== Part III: plumbing; the tools that reproduce the tables (proxies, search, summaries); the command line
 
 # ---- Plumbing: run folder, checkpoint, resume, input files. A first reading can skip this section ----
 # One run a folder (a fresh run creates log.jsonl exclusively); a file goes to a temporary file of its own, then is
@@ -1130,9 +1088,7 @@ def save(path, obj):
     try:
         with os.fdopen(fd, "wb" if path.endswith(".pt") else "w") as f:
             torch.save(obj, f) if path.endswith(".pt") else json.dump(obj, f, indent=1)
-        mask = os.umask(0)                                   # mkstemp makes it 0600: the user's umask instead
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
+        os.chmod(tmp, 0o644)                                 # mkstemp makes it 0600: readable as open() makes it
         os.replace(tmp, path)
     except BaseException as e:
         os.remove(tmp)
@@ -1243,13 +1199,8 @@ def synflow(net, inputs, targets):
     net = copy.deepcopy(net).double().eval()
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):  # identity: eval mode with mean 0, var 1, eps 0, scale 1, shift 0
-                m.running_mean.zero_()
-                m.running_var.fill_(1.0)
-                m.eps = 0.0
-                if m.affine:
-                    m.weight.fill_(1.0)
-                    m.bias.zero_()
+            if isinstance(m, nn.BatchNorm2d):
+                m.forward = lambda x: x                        # BN as identity
             elif isinstance(m, (nn.Conv2d, nn.Linear)):
                 m.weight.abs_()
                 if m.bias is not None:
@@ -1293,11 +1244,10 @@ def naswot(net, inputs, targets):
     def hook(m, inp, out):
         c = (inp[0].reshape(B, -1) > 0).float()                 # (B, D) binary code
         K.add_((c @ c.T + (1 - c) @ (1 - c).T).double())         # (B, B); counts < 2^24 are exact in float32
-    hooks = [m.register_forward_hook(hook) for m in net.modules() if type(m) is nn.ReLU]
+    for relu in (m for m in net.modules() if type(m) is nn.ReLU):   # hooks on the copy: gone with it
+        relu.register_forward_hook(hook)
     with torch.no_grad():
         net(inputs)
-    for h in hooks:
-        h.remove()
     sign, logdet = torch.linalg.slogdet(K)
     return float(logdet) if sign > 0 else -math.inf
 
@@ -1338,6 +1288,8 @@ def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2,
     def visit(arch):
         if arch not in seen and len(seen) < budget:
             seen[arch] = score(arch)
+            if len(seen) % max(1, budget // 10) == 0 or len(seen) == budget:        # a progress line 10 times
+                print(f"search {len(seen)}/{budget}: best so far {max(seen.values()):.4g}", flush=True)
     while len(seen) < min(population, budget):
         visit(sample_nb201(rng, ops))
     while len(seen) < budget:
@@ -1384,14 +1336,8 @@ def run_search(cfg):
         net_args = dict(C=cfg.C, N=cfg.N, num_classes=10, resolution=data["train"][0].shape[-1])
         batch = fixed_batch(data, cfg.proxy_batch, cfg.eval_seed, device)
         score = lambda arch: score_arch(PROXIES[cfg.search_by], arch, net_args, batch, cfg.eval_seed)
-    seen, t = [], time.time()
-    def scored(arch):                                       # score, and print progress 10 times
-        seen.append(score(arch))
-        if len(seen) % max(1, cfg.budget // 10) == 0 or len(seen) == cfg.budget:
-            print(f"search {len(seen)}/{cfg.budget}: best so far {max(seen):.4g}", flush=True)
-        return seen[-1]
-    rng = random.Random(cfg.seed)
-    best, trace = evolution_search(scored, ops, cfg.budget, cfg.population, cfg.topk, 0.2, rng)
+    t = time.time()
+    best, trace = evolution_search(score, ops, cfg.budget, cfg.population, cfg.topk, 0.2, random.Random(cfg.seed))
     tables = {c: load_benchmark(os.path.join(BENCHMARKS, "nb201.csv.gz"), col) for c, col in TABLE3_COLUMNS.items()}
     row = {c: tables[c][arch_to_str(best)] for c in TABLE3_COLUMNS}
     save(path, dict(config=dataclasses.asdict(cfg), model_config=dataclasses.asdict(model_cfg), best=arch_to_str(best),
@@ -1504,8 +1450,13 @@ def summarize(cfg):
 
 # ---- Command line ----
 @dataclasses.dataclass
-class Flags(ResNet48Config):
-    """Every setting: Part I's Config, Part II's, and those of the modes of Part III."""
+class Flags(Config):
+    """Every setting: Part I's Config, those of Part II's space, and those of the modes of Part III."""
+    base_width: int = arg(64, "resnet48: stage widths base * (1, 2, 4, 8); 64 is ResNet48, less for CPU runs")
+    pretrain_epochs: int = arg(0, "resnet48: epochs of SPOS pre-training before --epochs (stage 1 of Sec. 3.1)")
+    pretrain_lr: float = arg(0.1)
+    init: str = arg("", "resnet48: start from this checkpoint's weights instead of pre-training")
+    archs: str = arg("", "resnet48: rank the codes of the competition's JSON (Track 1) into submission.json")
     mode: str = arg("train", "train | proxies (Table 2) | search (Table 3) | summarize (Tables 2-4, Fig. 1)")
     preset: str = arg("paper", "defaults for --space (PRESETS): paper | cpu | tiny")
     proxies: str = arg(",".join(PROXIES), "--mode proxies: the proxies to score, comma-separated")
@@ -1530,12 +1481,14 @@ PRESETS = {"nb201": {
 CHOICES = dict(space=tuple(PRESETS), mode=("train", "proxies", "search", "summarize"), preset=("paper", "cpu", "tiny"),
                device=("auto", "cpu", "cuda", "mps"), ops=tuple(OP_SETS), dataset=("cifar10", "synthetic", "imagenet"),
                method=("spos", "fairnas", "sandwich", "rd"), sampler=tuple(DISTANCES), teacher=tuple(PROXIES),
-               rd_schedule=("sin", "constant"), bn=("train", "recal"), search_by=("supernet",) + tuple(PROXIES))
-# flags that only one mode or space reads: given elsewhere, they are refused rather than ignored
-ONLY = dict(proxies="--mode proxies", search_by="--mode search", budget="--mode search",
-            runs="--mode summarize", plot="--mode summarize", archs="--space resnet48", init="--space resnet48",
-            base_width="--space resnet48", pretrain_epochs="--space resnet48", ops="--space nb201",
-            C="--space nb201", N="--space nb201", benchmark="--space nb201")
+               bn=("train", "recal"), search_by=("supernet",) + tuple(PROXIES))
+# flags, and flag values, that only one mode or space reads: given elsewhere, they are refused rather than ignored
+ONLY = {"proxies": "--mode proxies", "search_by": "--mode search", "budget": "--mode search",
+        "runs": "--mode summarize", "plot": "--mode summarize", "archs": "--space resnet48", "init": "--space resnet48",
+        "base_width": "--space resnet48", "pretrain_epochs": "--space resnet48", "dataset imagenet": "--space resnet48",
+        "ops": "--space nb201", "C": "--space nb201", "N": "--space nb201", "benchmark": "--space nb201",
+        "dataset cifar10": "--space nb201", "method fairnas": "--space nb201", "sampler group": "--space nb201",
+        "mode proxies": "--space nb201", "mode search": "--space nb201", "mode summarize": "--space nb201"}
 
 def number(low=0, high=math.inf, step=1, kind=int):
     """An argparse type: a finite `kind` number in [low, high], for ints a multiple of `step`."""
@@ -1551,33 +1504,25 @@ def number(low=0, high=math.inf, step=1, kind=int):
 TYPES = dict(C=number(1), N=number(1), batch_size=number(1), budget=number(1), base_width=number(1),
              seed=number(0, 2 ** 32 - 1), resolution=number(0, step=4), lr=number(1e-12, kind=float),
              mu=lambda text: -1.0 if text == "-1" else number(0, kind=float)(text),
-             eval_archs=lambda text: text if text == "all" else str(number(2)(text)))
+             eval_archs=lambda text: str(number(2)(text)))
 
 def parse_args(argv=None):
     """argv -> Flags. Precedence: an explicit flag, then PRESETS[space][preset], then the defaults."""
     p = argparse.ArgumentParser(description="RD-NAS (Dong et al., ICASSP 2023). Defaults shown are before --preset.")
     for f in dataclasses.fields(Flags):
         flag, text = "--" + f.name.replace("_", "-"), f.metadata["help"]
-        if text and f.type in (bool, "bool"):
+        if text and f.type is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
         elif text:
-            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
             p.add_argument(flag, choices=CHOICES.get(f.name), help=f"{text} (default: {f.default!r})",
-                           type=TYPES.get(f.name, str if kind is str else number(kind=kind)))
+                           type=TYPES.get(f.name, str if f.type is str else number(kind=f.type)))
     args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     space, preset = args.get("space", "nb201"), args.get("preset", "paper")
     where = {"--mode " + args.get("mode", "train"), "--space " + space}
-    for name in set(ONLY) & set(args):
-        if ONLY[name] not in where:
-            p.error(f"--{name.replace('_', '-')} is for {ONLY[name]}")
-    takes = {"nb201": ("cifar10", "synthetic"), "resnet48": ("imagenet", "synthetic")}[space]
-    if args.get("dataset", takes[0]) not in takes:
-        p.error(f"--dataset {args['dataset']} is not for --space {space}: it takes {' or '.join(takes)}")
-    nb201_only = dict(eval_archs={"all"}, method={"fairnas"}, sampler={"group"},      # NB201's ops, or its tools
-                      mode={"proxies", "search", "summarize"})
-    for name, values in nb201_only.items():
-        if space == "resnet48" and args.get(name) in values:
-            p.error(f"--{name.replace('_', '-')} {args[name]} is for --space nb201")
+    for name, value in args.items():
+        for key in (name, f"{name} {value}"):
+            if key in ONLY and ONLY[key] not in where:
+                p.error(f"--{key.replace('_', '-')} is for {ONLY[key]}")
     return dataclasses.replace(Flags(), **{**PRESETS[space][preset], **args})
 
 def main(argv=None):
@@ -1598,8 +1543,7 @@ def main(argv=None):
             raise
         sys.exit(f"rdnas: error: out of memory ({type(e).__name__}): lower --C, --resolution or --batch-size")
     except KeyboardInterrupt:
-        sys.exit("rdnas: interrupted" + ("; the same command with --resume continues the run" if cfg.mode == "train"
-                                         else ""))
+        sys.exit("rdnas: interrupted (the same command with --resume continues a training run)")
 
 if __name__ == "__main__":
     main()

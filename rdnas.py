@@ -479,7 +479,7 @@ class Config:
     mu: float = arg(-1.0, "margin sampler threshold mu; -1: 6.7 for group (Sec. 3.2), 4.5 for hamming")
     margin: float = arg(0.0, "m of Eq. 3 (the authors used 0)")
     proxy_batch: int = arg(64)                              # images the data-dependent proxies see
-    eval_archs: str = arg("200", "number of subnets to rank (Sec. 3.2: 200)")
+    eval_archs: str = arg("200", "number of subnets to rank (Sec. 3.2: 200)")    # a str, as older checkpoints have
     eval_every: int = arg(0, "rank the subnets every K epochs too (0 = only at the end)")
     bn: str = arg("train", "BN when ranking: train (batch statistics, the authors') | recal (recomputed per subnet)")
     benchmark: str = arg("", "ground truth: a CSV arch,accuracy (default: the shipped NB201 table) | none")
@@ -860,8 +860,8 @@ def init_distributed(cfg):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
-    # at the end rank 0 ranks the subnets alone while the others wait at a barrier: allow it hours, not minutes
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
+    if not dist.is_initialized():          # rank 0 ranks alone at the end while the others wait: allow it hours
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=6))
     return dist.get_rank(), dist.get_world_size(), device
 
 def epoch_seed(seed, epoch):
@@ -1088,7 +1088,7 @@ def save(path, obj):
     try:
         with os.fdopen(fd, "wb" if path.endswith(".pt") else "w") as f:
             torch.save(obj, f) if path.endswith(".pt") else json.dump(obj, f, indent=1)
-        os.chmod(tmp, 0o644)                                 # mkstemp makes it 0600: readable as open() makes it
+        os.chmod(tmp, 0o666 & ~os.umask(os.umask(0)))       # mkstemp makes it 0600: the umask's mode, as open()
         os.replace(tmp, path)
     except BaseException as e:
         os.remove(tmp)
@@ -1281,14 +1281,14 @@ def proxy_table(cfg):
 # ---- Search with the trained supernet (Table 3) ----
 def evolution_search(score, ops, budget, population=20, topk=5, mutate_prob=0.2, rng=None):
     """Evolutionary search as in SPOS (ref. [1]): a random population, then children of the top-k archs so far, half
-    by mutation, half by crossover, until `budget` distinct archs are scored. -> (best arch, [(arch, score)])."""
+    by mutation, half by crossover, until `budget` distinct archs are scored. -> (best arch, [(arch, score)])"""
     rng, budget, seen = rng or random.Random(0), min(budget, len(ops) ** len(EDGES)), {}
     mutate = lambda a: tuple(rng.choice(ops) if rng.random() < mutate_prob else op for op in a)   # redraw each op
     crossover = lambda a, b: tuple(rng.choice(pair) for pair in zip(a, b))    # each op from either parent
     def visit(arch):
         if arch not in seen and len(seen) < budget:
             seen[arch] = score(arch)
-            if len(seen) % max(1, budget // 10) == 0 or len(seen) == budget:        # a progress line 10 times
+            if len(seen) % max(1, budget // 10) == 0 or len(seen) == budget:      # prints a progress line 10 times
                 print(f"search {len(seen)}/{budget}: best so far {max(seen.values()):.4g}", flush=True)
     while len(seen) < min(population, budget):
         visit(sample_nb201(rng, ops))
@@ -1417,7 +1417,7 @@ def summarize(cfg):
     # runs are averaged per method; a setting other than method and seed that differs between trained runs (say
     # --epochs, or RD's --teacher) joins the label, so that different budgets are never averaged together
     trained = [r["config"] for r in runs if r["config"]["epochs"]]
-    varying = [k for k in (trained[0] if trained else {}) if k not in ("method", "sampler", "seed", "out", "resume",
+    varying = [k for k in dataclasses.asdict(Flags()) if k not in ("method", "sampler", "seed", "out", "resume",
                "eval_every", "device", "data") and len({json.dumps(c.get(k)) for c in trained}) > 1]
     suffix = lambda c, keys: "".join(f" {k}={c.get(k)}" for k in keys if k != "teacher" or c["method"] == "rd")
     ranking, curves = {}, {}

@@ -1393,7 +1393,7 @@ def read_results(folders):
             if name == "results.json":
                 r = read_json(path)
                 if r["final"] and "metrics" in r["final"]:          # the keys summarize reads, read here
-                    runs.append(dict(r, label=run_label(r["config"])))
+                    runs.append(dict(r, label=run_label(r["config"]), curve=r["curve"]))
             elif name == "proxies.json":
                 for proxy, row in read_json(path)["proxies"].items():
                     proxies.setdefault(proxy, []).append(row["metrics"])
